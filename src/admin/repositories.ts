@@ -1,0 +1,72 @@
+import { Hono } from "hono";
+import { z } from "zod";
+import type { AppEnv } from "../context";
+import { RegistryError } from "../errors";
+import { isRepositoryKey } from "../names";
+import { getRepository, listRepositories, type RepositoryRow } from "../storage/metadata";
+
+const createRepositorySchema = z.strictObject({
+  key: z.string().refine(isRepositoryKey, "key must be one lowercase OCI name component of at most 64 characters, such as docker-local"),
+  type: z.literal("local"),
+  description: z.string().max(1024).default(""),
+});
+
+/**
+ * JSON admin API for repositories under `/api/v1/repositories`.
+ * NOTE: these routes have no authentication yet; anyone who can reach the
+ * registry can create and delete repositories.
+ */
+export const repositoryAdmin = new Hono<AppEnv>();
+
+repositoryAdmin.get("/", async (c) => {
+  const repositories = await listRepositories(c.env.DB);
+  return c.json({ repositories: repositories.map(present) });
+});
+
+repositoryAdmin.post("/", async (c) => {
+  const body = await readJson(c.req.raw);
+  const parsed = createRepositorySchema.safeParse(body);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map((issue) => ({ path: issue.path.join("."), message: issue.message }));
+    throw new RegistryError("INVALID_REQUEST", "repository definition is invalid", { issues });
+  }
+
+  const { key, type, description } = parsed.data;
+  const result = await c.env.DB.prepare("INSERT INTO repositories (key, type, description) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING")
+    .bind(key, type, description)
+    .run();
+  if (result.meta.changes === 0) throw new RegistryError("CONFLICT", `repository '${key}' already exists`, { key });
+
+  const created = await getRepository(c.env.DB, key);
+  return c.json(present(created!), 201, { Location: `/api/v1/repositories/${key}` });
+});
+
+repositoryAdmin.get("/:key", async (c) => {
+  const repository = await getRepository(c.env.DB, c.req.param("key"));
+  if (!repository) throw new RegistryError("NAME_UNKNOWN", `repository '${c.req.param("key")}' does not exist`);
+  const images = await c.env.DB.prepare("SELECT COUNT(*) AS count FROM images WHERE repository_key = ?").bind(repository.key).first<{ count: number }>();
+  return c.json({ ...present(repository), imageCount: images?.count ?? 0 });
+});
+
+/**
+ * Deletes the repository with its images, manifests, tags and blob links.
+ * Blob and manifest bytes stay in R2, where other repositories may share them.
+ */
+repositoryAdmin.delete("/:key", async (c) => {
+  const key = c.req.param("key");
+  const result = await c.env.DB.prepare("DELETE FROM repositories WHERE key = ?").bind(key).run();
+  if (result.meta.changes === 0) throw new RegistryError("NAME_UNKNOWN", `repository '${key}' does not exist`);
+  return c.body(null, 204);
+});
+
+function present(repository: RepositoryRow) {
+  return { key: repository.key, type: repository.type, description: repository.description, createdAt: repository.created_at };
+}
+
+async function readJson(request: Request): Promise<unknown> {
+  try {
+    return await request.json();
+  } catch {
+    throw new RegistryError("INVALID_REQUEST", "request body must be JSON");
+  }
+}

@@ -1,0 +1,18 @@
+import type { Context } from "hono";
+import type { Env } from "./env";
+
+/** Values the request middleware sets for handlers and the request log. */
+export interface RequestVariables {
+  requestId: string;
+  /** Ids added to this request's log line, such as repository, digest or upload id. */
+  logFields: Record<string, unknown>;
+}
+
+export type AppEnv = { Bindings: Env; Variables: RequestVariables };
+
+export type AppContext = Context<AppEnv>;
+
+/** Adds ids to the request's log line. */
+export function addLogFields(c: AppContext, fields: Record<string, unknown>): void {
+  Object.assign(c.get("logFields"), fields);
+}

@@ -1,0 +1,14 @@
+import type { ImageStore } from "../durable-objects/image-store";
+import type { UploadSession } from "../durable-objects/upload-session";
+
+/** Bindings and variables declared in wrangler.toml. */
+export interface Env {
+  BLOBS: R2Bucket;
+  DB: D1Database;
+  UPLOAD_SESSIONS: DurableObjectNamespace<UploadSession>;
+  IMAGE_STORES: DurableObjectNamespace<ImageStore>;
+  /** Seconds an upload session may stay idle before it is aborted. */
+  UPLOAD_TTL_SECONDS: string;
+  /** Size in MiB of each R2 multipart part. */
+  UPLOAD_PART_SIZE_MIB: string;
+}

@@ -1,0 +1,154 @@
+import { addLogFields, type AppContext } from "../context";
+import { RegistryError } from "../errors";
+import { parseManifest } from "../manifests/schema";
+import { assertTag, isDigestReference, parseDigest } from "../names";
+import type { RouteParams } from "../routes";
+import { digestBytes } from "../storage/hashing";
+import { findManifest, findTaggedManifest, type ManifestRow } from "../storage/metadata";
+import { etagOf, imageStore, resolveImage } from "./shared";
+
+/** Manifests larger than this are rejected with 413. */
+export const maxManifestBytes = 4 * 1024 * 1024;
+
+/** R2 key of a manifest's exact bytes; manifests are shared by digest like blobs. */
+export function manifestStorageKey(digest: string): string {
+  const [algorithm, hex] = digest.split(":");
+  return `manifests/${algorithm}/${hex}`;
+}
+
+/** `GET` and `HEAD /v2/<name>/manifests/<reference>`, negotiated on Accept. */
+export async function get(c: AppContext, params: RouteParams): Promise<Response> {
+  const image = await resolveImage(c, params.name);
+  const reference = decodeURIComponent(params.reference ?? "");
+  const manifest = await resolveReference(c, image.full, reference);
+  addLogFields(c, { reference, digest: manifest.digest });
+
+  assertAccepted(c.req.header("Accept") ?? null, manifest.media_type);
+  const headers = new Headers({
+    "Content-Type": manifest.media_type,
+    "Content-Length": String(manifest.size),
+    "Docker-Content-Digest": manifest.digest,
+    ETag: etagOf(manifest.digest),
+  });
+  if (matchesEtag(c.req.header("If-None-Match") ?? null, manifest.digest)) {
+    return new Response(null, { status: 304, headers });
+  }
+  if (c.req.method === "HEAD") return new Response(null, { status: 200, headers });
+
+  const object = await c.env.BLOBS.get(manifestStorageKey(manifest.digest));
+  if (!object) throw new Error(`manifest ${manifest.digest} is recorded in D1 but missing from R2`);
+  return new Response(object.body, { status: 200, headers });
+}
+
+/** `PUT /v2/<name>/manifests/<reference>`: stores the exact bytes and moves the tag. */
+export async function put(c: AppContext, params: RouteParams): Promise<Response> {
+  const image = await resolveImage(c, params.name);
+  const reference = decodeURIComponent(params.reference ?? "");
+  const byDigest = isDigestReference(reference);
+  if (byDigest) parseDigest(reference);
+  else assertTag(reference);
+
+  const bytes = await readLimitedBody(c, maxManifestBytes);
+  const algorithm = byDigest && reference.startsWith("sha512:") ? "sha512" : "sha256";
+  const digest = await digestBytes(algorithm, bytes);
+  addLogFields(c, { reference, digest });
+  if (byDigest && digest !== reference) {
+    throw new RegistryError("DIGEST_INVALID", `manifest content has digest ${digest}, not ${reference}`, { expected: reference, actual: digest });
+  }
+
+  const manifest = parseManifest(bytes, c.req.header("Content-Type") ?? null);
+  await c.env.BLOBS.put(manifestStorageKey(digest), bytes);
+  await imageStore(c, image).putManifest({
+    name: image.full,
+    repositoryKey: image.repositoryKey,
+    digest,
+    size: bytes.byteLength,
+    manifest,
+    tag: byDigest ? null : reference,
+  });
+
+  const headers = new Headers({
+    Location: `/v2/${image.full}/manifests/${digest}`,
+    "Docker-Content-Digest": digest,
+    "Content-Length": "0",
+  });
+  if (manifest.subjectDigest) headers.set("OCI-Subject", manifest.subjectDigest);
+  return new Response(null, { status: 201, headers });
+}
+
+/** `DELETE /v2/<name>/manifests/<reference>`: by digest removes the manifest, by tag only the tag. */
+export async function remove(c: AppContext, params: RouteParams): Promise<Response> {
+  const image = await resolveImage(c, params.name);
+  const reference = decodeURIComponent(params.reference ?? "");
+  addLogFields(c, { reference });
+  const store = imageStore(c, image);
+
+  if (isDigestReference(reference)) {
+    const digest = parseDigest(reference);
+    if (!(await store.deleteManifest(image.full, digest))) {
+      throw new RegistryError("MANIFEST_UNKNOWN", `manifest ${digest} is not in repository ${image.full}`, { digest });
+    }
+  } else {
+    assertTag(reference);
+    if (!(await store.deleteTag(image.full, reference))) {
+      throw new RegistryError("MANIFEST_UNKNOWN", `tag ${reference} is not in repository ${image.full}`, { tag: reference });
+    }
+  }
+  return new Response(null, { status: 202, headers: { "Content-Length": "0" } });
+}
+
+async function resolveReference(c: AppContext, imageName: string, reference: string): Promise<ManifestRow> {
+  if (isDigestReference(reference)) {
+    const digest = parseDigest(reference);
+    const manifest = await findManifest(c.env.DB, imageName, digest);
+    if (!manifest) throw new RegistryError("MANIFEST_UNKNOWN", `manifest ${digest} is not in repository ${imageName}`, { digest });
+    return manifest;
+  }
+  assertTag(reference);
+  const manifest = await findTaggedManifest(c.env.DB, imageName, reference);
+  if (!manifest) throw new RegistryError("MANIFEST_UNKNOWN", `tag ${reference} is not in repository ${imageName}`, { tag: reference });
+  return manifest;
+}
+
+/**
+ * Rejects a request whose Accept header lists media types but neither the
+ * manifest's type nor a wildcard. A missing Accept header accepts anything.
+ */
+function assertAccepted(accept: string | null, mediaType: string): void {
+  if (!accept) return;
+  const accepted = accept.split(",").map((entry) => entry.split(";")[0]!.trim().toLowerCase());
+  if (accepted.some((type) => type === mediaType || type === "*/*" || type === "application/*")) return;
+  throw new RegistryError("MANIFEST_UNKNOWN", `manifest has media type ${mediaType}, which the Accept header does not list`, { mediaType });
+}
+
+function matchesEtag(ifNoneMatch: string | null, digest: string): boolean {
+  if (!ifNoneMatch) return false;
+  return ifNoneMatch.split(",").some((entry) => {
+    const value = entry.trim().replace(/^W\//, "");
+    return value === "*" || value === etagOf(digest) || value === digest;
+  });
+}
+
+/** Reads the request body, failing with 413 as soon as it passes `limit` bytes. */
+async function readLimitedBody(c: AppContext, limit: number): Promise<Uint8Array> {
+  const tooLarge = new RegistryError("MANIFEST_TOO_LARGE", `manifest exceeds the limit of ${limit} bytes`, { limit });
+  const declared = c.req.header("Content-Length");
+  if (declared !== undefined && Number(declared) > limit) throw tooLarge;
+  const body = c.req.raw.body;
+  if (!body) return new Uint8Array(0);
+
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  const reader = body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > limit) {
+      await reader.cancel();
+      throw tooLarge;
+    }
+    chunks.push(value);
+  }
+  return new Uint8Array(await new Blob(chunks).arrayBuffer());
+}

@@ -1,0 +1,63 @@
+import { addLogFields, type AppContext } from "../context";
+import { RegistryError } from "../errors";
+import { parseImageName, type ImageName } from "../names";
+import { getRepository } from "../storage/metadata";
+
+/**
+ * Validates the name in the path and checks that its repository exists.
+ * Throws NAME_INVALID or NAME_UNKNOWN.
+ */
+export async function resolveImage(c: AppContext, rawName: string | undefined): Promise<ImageName> {
+  const image = parseImageName(rawName ?? "");
+  addLogFields(c, { repository: image.full });
+  const repository = await getRepository(c.env.DB, image.repositoryKey);
+  if (!repository) {
+    throw new RegistryError("NAME_UNKNOWN", `repository '${image.repositoryKey}' does not exist; image names are '<repository key>/<path>'`, {
+      repository: image.repositoryKey,
+    });
+  }
+  return image;
+}
+
+export function imageStore(c: AppContext, image: ImageName) {
+  return c.env.IMAGE_STORES.get(c.env.IMAGE_STORES.idFromName(image.full));
+}
+
+/** The largest page of tags or repositories returned by one request; a larger `n` is lowered to it. */
+export const maxPageSize = 10_000;
+
+export interface Page {
+  limit: number;
+  last: string;
+}
+
+/** Reads `n` and `last`. A missing `n` means the largest page. */
+export function parsePage(c: AppContext): Page {
+  const rawLimit = c.req.query("n");
+  const last = c.req.query("last") ?? "";
+  if (rawLimit === undefined || rawLimit === "") return { limit: maxPageSize, last };
+  if (!/^\d+$/.test(rawLimit)) {
+    throw new RegistryError("PAGINATION_NUMBER_INVALID", "n must be a non-negative integer", { n: rawLimit });
+  }
+  return { limit: Math.min(Number(rawLimit), maxPageSize), last };
+}
+
+/**
+ * Builds the body and Link header of one page, given up to `limit + 1` items
+ * read from storage: the extra item only tells that more remain.
+ */
+export function pageResponse(c: AppContext, page: Page, items: string[], body: (items: string[]) => unknown): Response {
+  const visible = items.slice(0, page.limit);
+  const headers = new Headers({ "Content-Type": "application/json" });
+  if (items.length > page.limit && visible.length > 0) {
+    const url = new URL(c.req.url);
+    const next = new URLSearchParams({ n: String(page.limit), last: visible[visible.length - 1]! });
+    headers.set("Link", `<${url.pathname}?${next.toString()}>; rel="next"`);
+  }
+  return new Response(JSON.stringify(body(visible)), { status: 200, headers });
+}
+
+/** Formats a digest as a strong ETag. */
+export function etagOf(digest: string): string {
+  return `"${digest}"`;
+}

@@ -1,0 +1,154 @@
+import { formatRange } from "../../durable-objects/upload-session";
+import { addLogFields, type AppContext } from "../context";
+import { RegistryError } from "../errors";
+import { parseDigest, parseImageName, type ImageName } from "../names";
+import type { RouteParams } from "../routes";
+import { findLinkedBlob } from "../storage/metadata";
+import { imageStore, resolveImage } from "./shared";
+
+const uploadIdPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/**
+ * `POST /v2/<name>/blobs/uploads/`: opens an upload session, or with
+ * `?digest=` stores the whole body in one request, or with `?mount=&from=`
+ * links a blob from another image.
+ */
+export async function start(c: AppContext, params: RouteParams): Promise<Response> {
+  const image = await resolveImage(c, params.name);
+  const mountDigest = c.req.query("mount");
+  const from = c.req.query("from");
+  const digest = c.req.query("digest");
+
+  if (mountDigest !== undefined && from !== undefined) {
+    const mounted = await tryMount(c, image, parseDigest(mountDigest), from);
+    if (mounted) return blobCreated(image, mounted);
+  }
+
+  const uploadId = crypto.randomUUID();
+  addLogFields(c, { uploadId });
+  const session = uploadSession(c, uploadId);
+  await session.open(image.full, uploadId);
+
+  if (digest !== undefined) {
+    const expected = parseDigest(digest);
+    const committed = await session.commit({ name: image.full, body: c.req.raw.body, start: null, length: declaredLength(c), digest: expected });
+    await imageStore(c, image).linkUploadedBlob(image.full, image.repositoryKey, committed);
+    return blobCreated(image, committed.digest);
+  }
+  return uploadAccepted(image, uploadId, 0);
+}
+
+/** `GET /v2/<name>/blobs/uploads/<id>`: the session's progress. */
+export async function status(c: AppContext, params: RouteParams): Promise<Response> {
+  const { image, uploadId } = await resolveSession(c, params);
+  const current = await uploadSession(c, uploadId).status(image.full);
+  const response = uploadAccepted(image, uploadId, current.offset);
+  return new Response(null, { status: 204, headers: response.headers });
+}
+
+/** `PATCH /v2/<name>/blobs/uploads/<id>`: appends one chunk, streamed, with or without Content-Range. */
+export async function append(c: AppContext, params: RouteParams): Promise<Response> {
+  const { image, uploadId } = await resolveSession(c, params);
+  const range = parseContentRange(c.req.header("Content-Range") ?? null);
+  const length = declaredLength(c);
+  if (range && length !== null && range.end - range.start + 1 !== length) {
+    throw new RegistryError("RANGE_INVALID", `Content-Range ${range.start}-${range.end} does not match Content-Length ${length}`);
+  }
+
+  const current = await uploadSession(c, uploadId).append({
+    name: image.full,
+    body: c.req.raw.body,
+    start: range?.start ?? null,
+    length: range ? range.end - range.start + 1 : length,
+  });
+  return uploadAccepted(image, uploadId, current.offset);
+}
+
+/** `PUT /v2/<name>/blobs/uploads/<id>?digest=`: appends an optional last chunk and completes the blob. */
+export async function commit(c: AppContext, params: RouteParams): Promise<Response> {
+  const { image, uploadId } = await resolveSession(c, params);
+  const rawDigest = c.req.query("digest");
+  if (rawDigest === undefined) throw new RegistryError("DIGEST_INVALID", "the digest query parameter is required to complete an upload");
+  const digest = parseDigest(rawDigest);
+  addLogFields(c, { digest });
+
+  const range = parseContentRange(c.req.header("Content-Range") ?? null);
+  const committed = await uploadSession(c, uploadId).commit({
+    name: image.full,
+    body: c.req.raw.body,
+    start: range?.start ?? null,
+    length: range ? range.end - range.start + 1 : declaredLength(c),
+    digest,
+  });
+  await imageStore(c, image).linkUploadedBlob(image.full, image.repositoryKey, committed);
+  return blobCreated(image, committed.digest);
+}
+
+/** `DELETE /v2/<name>/blobs/uploads/<id>`: cancels the session. */
+export async function cancel(c: AppContext, params: RouteParams): Promise<Response> {
+  const { image, uploadId } = await resolveSession(c, params);
+  await uploadSession(c, uploadId).cancel(image.full);
+  return new Response(null, { status: 204 });
+}
+
+async function resolveSession(c: AppContext, params: RouteParams): Promise<{ image: ImageName; uploadId: string }> {
+  const image = await resolveImage(c, params.name);
+  const uploadId = params.uploadId ?? "";
+  addLogFields(c, { uploadId });
+  if (!uploadIdPattern.test(uploadId)) throw new RegistryError("BLOB_UPLOAD_UNKNOWN", "upload id is not one this registry issued", { uploadId });
+  return { image, uploadId };
+}
+
+function uploadSession(c: AppContext, uploadId: string) {
+  return c.env.UPLOAD_SESSIONS.get(c.env.UPLOAD_SESSIONS.idFromName(uploadId));
+}
+
+/** Links the blob from `from` when that image has it; returns its digest, or null to fall back to an upload. */
+async function tryMount(c: AppContext, image: ImageName, digest: string, from: string): Promise<string | null> {
+  addLogFields(c, { digest, mountFrom: from });
+  let source: ImageName;
+  try {
+    source = parseImageName(from);
+  } catch {
+    return null;
+  }
+  const blob = await findLinkedBlob(c.env.DB, source.full, digest);
+  if (!blob) return null;
+  await imageStore(c, image).linkExistingBlob(image.full, image.repositoryKey, digest);
+  return digest;
+}
+
+function declaredLength(c: AppContext): number | null {
+  const header = c.req.header("Content-Length");
+  return header !== undefined && /^\d+$/.test(header) ? Number(header) : null;
+}
+
+/** Parses Content-Range as `<start>-<end>`, the form the distribution spec uses for chunks. */
+function parseContentRange(header: string | null): { start: number; end: number } | null {
+  if (header === null) return null;
+  const match = /^(?:bytes )?(\d+)-(\d+)(?:\/(?:\d+|\*))?$/.exec(header.trim());
+  if (!match) throw new RegistryError("RANGE_INVALID", "Content-Range must be '<start>-<end>'", { contentRange: header });
+  const start = Number(match[1]);
+  const end = Number(match[2]);
+  if (end < start) throw new RegistryError("RANGE_INVALID", "Content-Range end is before its start", { contentRange: header });
+  return { start, end };
+}
+
+function uploadAccepted(image: ImageName, uploadId: string, offset: number): Response {
+  return new Response(null, {
+    status: 202,
+    headers: {
+      Location: `/v2/${image.full}/blobs/uploads/${uploadId}`,
+      "Docker-Upload-UUID": uploadId,
+      Range: formatRange(offset),
+      "Content-Length": "0",
+    },
+  });
+}
+
+function blobCreated(image: ImageName, digest: string): Response {
+  return new Response(null, {
+    status: 201,
+    headers: { Location: `/v2/${image.full}/blobs/${digest}`, "Docker-Content-Digest": digest, "Content-Length": "0" },
+  });
+}

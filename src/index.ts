@@ -1,0 +1,6 @@
+import { app } from "./app";
+
+export { ImageStore } from "../durable-objects/image-store";
+export { UploadSession } from "../durable-objects/upload-session";
+
+export default app;

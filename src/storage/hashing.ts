@@ -1,0 +1,104 @@
+import { md5, sha1 } from "@noble/hashes/legacy.js";
+import { sha256 } from "@noble/hashes/sha2.js";
+import { bytesToHex } from "@noble/hashes/utils.js";
+
+/**
+ * The running state of one Merkle–Damgård hash: its chaining words, the bytes
+ * of the unfinished block and the total length hashed so far.
+ */
+export interface HashState {
+  words: number[];
+  pending: number[];
+  length: number;
+}
+
+/** The state of all three blob checksums, saved between PATCH requests. */
+export interface ChecksumState {
+  sha256: HashState;
+  sha1: HashState;
+  md5: HashState;
+}
+
+export interface Checksums {
+  /** `sha256:<hex>`, the blob's OCI digest. */
+  digest: string;
+  sha1: string;
+  md5: string;
+}
+
+/**
+ * The part of @noble/hashes' HashMD base class (version 2.0) that holds the
+ * running state. WebCrypto cannot save a hash halfway, so the state is read
+ * from and written to these fields; a round-trip test guards the layout.
+ */
+interface MerkleDamgardHash {
+  get(): number[];
+  set(...words: number[]): void;
+  buffer: Uint8Array;
+  pos: number;
+  length: number;
+  update(data: Uint8Array): unknown;
+  digest(): Uint8Array;
+}
+
+function exportState(hash: MerkleDamgardHash): HashState {
+  return { words: hash.get(), pending: Array.from(hash.buffer.subarray(0, hash.pos)), length: hash.length };
+}
+
+function importState(hash: MerkleDamgardHash, state: HashState): void {
+  hash.set(...state.words);
+  hash.buffer.set(state.pending);
+  hash.pos = state.pending.length;
+  hash.length = state.length;
+}
+
+/**
+ * Computes sha256, sha1 and md5 of a blob in one pass, with a state that can
+ * be saved after any number of bytes and resumed in another Worker instance.
+ */
+export class BlobHasher {
+  readonly #sha256: MerkleDamgardHash;
+  readonly #sha1: MerkleDamgardHash;
+  readonly #md5: MerkleDamgardHash;
+
+  constructor(state?: ChecksumState) {
+    this.#sha256 = sha256.create() as unknown as MerkleDamgardHash;
+    this.#sha1 = sha1.create() as unknown as MerkleDamgardHash;
+    this.#md5 = md5.create() as unknown as MerkleDamgardHash;
+    if (state) {
+      importState(this.#sha256, state.sha256);
+      importState(this.#sha1, state.sha1);
+      importState(this.#md5, state.md5);
+    }
+  }
+
+  update(data: Uint8Array): void {
+    this.#sha256.update(data);
+    this.#sha1.update(data);
+    this.#md5.update(data);
+  }
+
+  get byteLength(): number {
+    return this.#sha256.length;
+  }
+
+  save(): ChecksumState {
+    return { sha256: exportState(this.#sha256), sha1: exportState(this.#sha1), md5: exportState(this.#md5) };
+  }
+
+  /** Finishes all three hashes; the hasher cannot be updated afterwards. */
+  finish(): Checksums {
+    return {
+      digest: `sha256:${bytesToHex(this.#sha256.digest())}`,
+      sha1: bytesToHex(this.#sha1.digest()),
+      md5: bytesToHex(this.#md5.digest()),
+    };
+  }
+}
+
+/** Computes the digest of a complete byte array with the given algorithm through WebCrypto. */
+export async function digestBytes(algorithm: "sha256" | "sha512", bytes: Uint8Array): Promise<string> {
+  const name = algorithm === "sha256" ? "SHA-256" : "SHA-512";
+  const hash = await crypto.subtle.digest(name, bytes);
+  return `${algorithm}:${bytesToHex(new Uint8Array(hash))}`;
+}

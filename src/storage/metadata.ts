@@ -1,0 +1,120 @@
+/**
+ * D1 queries for repositories, images, blobs, manifests and tags. Every query
+ * is parameterised; reads are called from the Worker, writes only from the
+ * ImageStore Durable Object of the image they change.
+ */
+
+export interface RepositoryRow {
+  key: string;
+  type: "local";
+  description: string;
+  created_at: string;
+}
+
+export interface BlobRow {
+  digest: string;
+  size: number;
+  storage_key: string;
+  sha1: string;
+  md5: string;
+}
+
+export interface ManifestRow {
+  digest: string;
+  media_type: string;
+  artifact_type: string | null;
+  size: number;
+  subject_digest: string | null;
+  annotations: string | null;
+}
+
+export async function getRepository(db: D1Database, key: string): Promise<RepositoryRow | null> {
+  return db.prepare("SELECT key, type, description, created_at FROM repositories WHERE key = ?").bind(key).first<RepositoryRow>();
+}
+
+export async function listRepositories(db: D1Database): Promise<RepositoryRow[]> {
+  const { results } = await db.prepare("SELECT key, type, description, created_at FROM repositories ORDER BY key").all<RepositoryRow>();
+  return results;
+}
+
+/** Returns the blob when it is linked to the image, else null. */
+export async function findLinkedBlob(db: D1Database, imageName: string, digest: string): Promise<BlobRow | null> {
+  return db
+    .prepare(
+      `SELECT b.digest, b.size, b.storage_key, b.sha1, b.md5
+         FROM blob_links l
+         JOIN images i ON i.id = l.image_id
+         JOIN blobs b ON b.digest = l.digest
+        WHERE i.name = ? AND l.digest = ?`,
+    )
+    .bind(imageName, digest)
+    .first<BlobRow>();
+}
+
+export async function findManifest(db: D1Database, imageName: string, digest: string): Promise<ManifestRow | null> {
+  return db
+    .prepare(
+      `SELECT m.digest, m.media_type, m.artifact_type, m.size, m.subject_digest, m.annotations
+         FROM manifests m JOIN images i ON i.id = m.image_id
+        WHERE i.name = ? AND m.digest = ?`,
+    )
+    .bind(imageName, digest)
+    .first<ManifestRow>();
+}
+
+export async function findTaggedManifest(db: D1Database, imageName: string, tag: string): Promise<ManifestRow | null> {
+  return db
+    .prepare(
+      `SELECT m.digest, m.media_type, m.artifact_type, m.size, m.subject_digest, m.annotations
+         FROM tags t
+         JOIN images i ON i.id = t.image_id
+         JOIN manifests m ON m.image_id = t.image_id AND m.digest = t.digest
+        WHERE i.name = ? AND t.name = ?`,
+    )
+    .bind(imageName, tag)
+    .first<ManifestRow>();
+}
+
+export async function imageExists(db: D1Database, imageName: string): Promise<boolean> {
+  const row = await db.prepare("SELECT 1 AS found FROM images WHERE name = ?").bind(imageName).first();
+  return row !== null;
+}
+
+/** Lists tag names after `last` in byte order, at most `limit` of them. */
+export async function listTags(db: D1Database, imageName: string, last: string, limit: number): Promise<string[]> {
+  const { results } = await db
+    .prepare(
+      `SELECT t.name FROM tags t JOIN images i ON i.id = t.image_id
+        WHERE i.name = ? AND t.name > ? ORDER BY t.name LIMIT ?`,
+    )
+    .bind(imageName, last, limit)
+    .all<{ name: string }>();
+  return results.map((row) => row.name);
+}
+
+/** Lists image names after `last` in byte order, at most `limit` of them. */
+export async function listImages(db: D1Database, last: string, limit: number): Promise<string[]> {
+  const { results } = await db
+    .prepare("SELECT name FROM images WHERE name > ? ORDER BY name LIMIT ?")
+    .bind(last, limit)
+    .all<{ name: string }>();
+  return results.map((row) => row.name);
+}
+
+/** Lists manifests of the image whose subject is `subjectDigest`, optionally of one artifact type. */
+export async function listReferrers(db: D1Database, imageName: string, subjectDigest: string, artifactType: string | null): Promise<ManifestRow[]> {
+  const filter = artifactType === null ? "" : "AND m.artifact_type = ?";
+  const statement = db.prepare(
+    `SELECT m.digest, m.media_type, m.artifact_type, m.size, m.subject_digest, m.annotations
+       FROM manifests m JOIN images i ON i.id = m.image_id
+      WHERE i.name = ? AND m.subject_digest = ? ${filter}
+      ORDER BY m.created_at, m.digest`,
+  );
+  const bound = artifactType === null ? statement.bind(imageName, subjectDigest) : statement.bind(imageName, subjectDigest, artifactType);
+  const { results } = await bound.all<ManifestRow>();
+  return results;
+}
+
+export async function findBlob(db: D1Database, digest: string): Promise<BlobRow | null> {
+  return db.prepare("SELECT digest, size, storage_key, sha1, md5 FROM blobs WHERE digest = ?").bind(digest).first<BlobRow>();
+}
