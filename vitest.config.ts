@@ -20,6 +20,8 @@ export default defineConfig({
         test: {
           name: "integration",
           include: ["test/integration/**/*.test.ts"],
+          // The Worker logs one JSON line per request; show them only for failed tests.
+          silent: "passed-only",
           setupFiles: ["./test/integration/apply-migrations.ts"],
         },
       },

@@ -1,14 +1,16 @@
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../src/env";
-import { RegistryError, toRpcError } from "../src/errors";
+import { RegistryError, toRpcResult, type RpcResult } from "../src/errors";
 import type { ParsedManifest } from "../src/manifests/schema";
+import { manifestStorageKey } from "../src/manifests/storage-key";
 import type { CommittedBlob } from "./upload-session";
 
 export interface ManifestWrite {
   name: string;
   repositoryKey: string;
   digest: string;
-  size: number;
+  /** The manifest's exact bytes, written to R2 once its references are checked. */
+  bytes: Uint8Array;
   manifest: ParsedManifest;
   tag: string | null;
 }
@@ -24,7 +26,7 @@ export class ImageStore extends DurableObject<Env> {
    * Records a committed upload and links it to the image. When the digest is
    * already stored, the new copy is deleted and the existing one is linked.
    */
-  async linkUploadedBlob(name: string, repositoryKey: string, blob: CommittedBlob): Promise<void> {
+  async linkUploadedBlob(name: string, repositoryKey: string, blob: CommittedBlob): Promise<RpcResult<void>> {
     return this.#rpc(async () => {
       const db = this.env.DB;
       await db
@@ -40,12 +42,12 @@ export class ImageStore extends DurableObject<Env> {
   }
 
   /** Links a blob that is already stored, for a cross-repository mount. */
-  async linkExistingBlob(name: string, repositoryKey: string, digest: string): Promise<void> {
+  async linkExistingBlob(name: string, repositoryKey: string, digest: string): Promise<RpcResult<void>> {
     return this.#rpc(() => this.#link(name, repositoryKey, digest));
   }
 
   /** Removes the image's link to a blob. Returns false when there was none. */
-  async unlinkBlob(name: string, digest: string): Promise<boolean> {
+  async unlinkBlob(name: string, digest: string): Promise<RpcResult<boolean>> {
     return this.#rpc(async () => {
       const result = await this.env.DB.prepare(
         "DELETE FROM blob_links WHERE digest = ? AND image_id = (SELECT id FROM images WHERE name = ?)",
@@ -61,11 +63,13 @@ export class ImageStore extends DurableObject<Env> {
    * referenced blob is linked and every child manifest exists in this image.
    * The manifest bytes are already in R2 under their digest.
    */
-  async putManifest(write: ManifestWrite): Promise<void> {
+  async putManifest(write: ManifestWrite): Promise<RpcResult<void>> {
     return this.#rpc(async () => {
       const db = this.env.DB;
-      const imageId = await this.#ensureImage(write.name, write.repositoryKey);
-      await this.#assertReferencesExist(imageId, write.manifest);
+      const existing = await db.prepare("SELECT id FROM images WHERE name = ?").bind(write.name).first<{ id: number }>();
+      await this.#assertReferencesExist(existing?.id ?? null, write.manifest);
+      await this.env.BLOBS.put(manifestStorageKey(write.digest), write.bytes);
+      const imageId = existing?.id ?? (await this.#ensureImage(write.name, write.repositoryKey));
 
       const statements = [
         db
@@ -78,18 +82,22 @@ export class ImageStore extends DurableObject<Env> {
             write.digest,
             write.manifest.mediaType,
             write.manifest.artifactType,
-            write.size,
+            write.bytes.byteLength,
             write.manifest.subjectDigest,
             write.manifest.annotations ? JSON.stringify(write.manifest.annotations) : null,
           ),
         ...write.manifest.blobDigests.map((target) =>
           db
-            .prepare("INSERT INTO manifest_references (image_id, manifest_digest, target_digest, kind) VALUES (?, ?, ?, 'blob') ON CONFLICT DO NOTHING")
+            .prepare(
+              "INSERT INTO manifest_references (image_id, manifest_digest, target_digest, kind) VALUES (?, ?, ?, 'blob') ON CONFLICT DO NOTHING",
+            )
             .bind(imageId, write.digest, target),
         ),
         ...write.manifest.manifestDigests.map((target) =>
           db
-            .prepare("INSERT INTO manifest_references (image_id, manifest_digest, target_digest, kind) VALUES (?, ?, ?, 'manifest') ON CONFLICT DO NOTHING")
+            .prepare(
+              "INSERT INTO manifest_references (image_id, manifest_digest, target_digest, kind) VALUES (?, ?, ?, 'manifest') ON CONFLICT DO NOTHING",
+            )
             .bind(imageId, write.digest, target),
         ),
       ];
@@ -108,7 +116,7 @@ export class ImageStore extends DurableObject<Env> {
   }
 
   /** Deletes a manifest and every tag that points at it. Returns false when it was not there. */
-  async deleteManifest(name: string, digest: string): Promise<boolean> {
+  async deleteManifest(name: string, digest: string): Promise<RpcResult<boolean>> {
     return this.#rpc(async () => {
       const db = this.env.DB;
       const image = await db.prepare("SELECT id FROM images WHERE name = ?").bind(name).first<{ id: number }>();
@@ -123,7 +131,7 @@ export class ImageStore extends DurableObject<Env> {
   }
 
   /** Deletes one tag, leaving its manifest. Returns false when the tag was not there. */
-  async deleteTag(name: string, tag: string): Promise<boolean> {
+  async deleteTag(name: string, tag: string): Promise<RpcResult<boolean>> {
     return this.#rpc(async () => {
       const result = await this.env.DB.prepare("DELETE FROM tags WHERE name = ? AND image_id = (SELECT id FROM images WHERE name = ?)")
         .bind(tag, name)
@@ -132,17 +140,26 @@ export class ImageStore extends DurableObject<Env> {
     });
   }
 
-  async #rpc<T>(work: () => Promise<T>): Promise<T> {
-    try {
-      return await work();
-    } catch (error) {
-      throw toRpcError(error);
-    }
+  /** The tail of the queue of writes; each write starts when the one before it has settled. */
+  #lastWrite: Promise<unknown> = Promise.resolve();
+
+  /**
+   * Runs one write after every earlier one has finished. Input gates do not
+   * cover D1 calls, so without this queue two writes could interleave at
+   * their awaits.
+   */
+  async #rpc<T>(work: () => Promise<T>): Promise<RpcResult<T>> {
+    const run = this.#lastWrite.then(work, work);
+    this.#lastWrite = run.catch(() => undefined);
+    return toRpcResult(() => run);
   }
 
   async #ensureImage(name: string, repositoryKey: string): Promise<number> {
     const db = this.env.DB;
-    await db.prepare("INSERT INTO images (repository_key, name) VALUES (?, ?) ON CONFLICT (name) DO NOTHING").bind(repositoryKey, name).run();
+    await db
+      .prepare("INSERT INTO images (repository_key, name) VALUES (?, ?) ON CONFLICT (name) DO NOTHING")
+      .bind(repositoryKey, name)
+      .run();
     const image = await db.prepare("SELECT id FROM images WHERE name = ?").bind(name).first<{ id: number }>();
     if (!image) throw new Error(`image ${name} vanished right after it was created`);
     return image.id;
@@ -153,15 +170,43 @@ export class ImageStore extends DurableObject<Env> {
     await this.env.DB.prepare("INSERT INTO blob_links (image_id, digest) VALUES (?, ?) ON CONFLICT DO NOTHING").bind(imageId, digest).run();
   }
 
-  async #assertReferencesExist(imageId: number, manifest: ParsedManifest): Promise<void> {
-    const db = this.env.DB;
-    for (const digest of manifest.blobDigests) {
-      const linked = await db.prepare("SELECT 1 AS found FROM blob_links WHERE image_id = ? AND digest = ?").bind(imageId, digest).first();
-      if (!linked) throw new RegistryError("MANIFEST_BLOB_UNKNOWN", `blob ${digest} is not in this repository`, { digest });
+  /** Checks references before anything is written, so a rejected manifest leaves no rows behind. */
+  async #assertReferencesExist(imageId: number | null, manifest: ParsedManifest): Promise<void> {
+    const linkedBlobs = await this.#existingDigests(
+      "SELECT digest FROM blob_links WHERE image_id = ? AND digest IN",
+      imageId,
+      manifest.blobDigests,
+    );
+    const missingBlob = manifest.blobDigests.find((digest) => !linkedBlobs.has(digest));
+    if (missingBlob) {
+      throw new RegistryError("MANIFEST_BLOB_UNKNOWN", `blob ${missingBlob} is not in this repository`, { digest: missingBlob });
     }
-    for (const digest of manifest.manifestDigests) {
-      const found = await db.prepare("SELECT 1 AS found FROM manifests WHERE image_id = ? AND digest = ?").bind(imageId, digest).first();
-      if (!found) throw new RegistryError("MANIFEST_UNKNOWN", `manifest ${digest} referenced by the index is not in this repository`, { digest });
+
+    const children = await this.#existingDigests(
+      "SELECT digest FROM manifests WHERE image_id = ? AND digest IN",
+      imageId,
+      manifest.manifestDigests,
+    );
+    const missingChild = manifest.manifestDigests.find((digest) => !children.has(digest));
+    if (missingChild) {
+      throw new RegistryError("MANIFEST_UNKNOWN", `manifest ${missingChild} referenced by the index is not in this repository`, {
+        digest: missingChild,
+      });
     }
+  }
+
+  /** Runs `query` (ending in "IN") over the digests in batches that stay under D1's 100 bound parameters. */
+  async #existingDigests(query: string, imageId: number | null, digests: string[]): Promise<Set<string>> {
+    const found = new Set<string>();
+    if (imageId === null) return found;
+    for (let start = 0; start < digests.length; start += 90) {
+      const batch = digests.slice(start, start + 90);
+      const placeholders = batch.map(() => "?").join(", ");
+      const { results } = await this.env.DB.prepare(`${query} (${placeholders})`)
+        .bind(imageId, ...batch)
+        .all<{ digest: string }>();
+      for (const row of results) found.add(row.digest);
+    }
+    return found;
   }
 }

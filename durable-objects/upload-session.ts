@@ -1,6 +1,6 @@
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../src/env";
-import { RegistryError, toRpcError } from "../src/errors";
+import { RegistryError, toRpcResult, type RpcResult } from "../src/errors";
 import { log } from "../src/log";
 import { BlobHasher, type ChecksumState, type Checksums } from "../src/storage/hashing";
 import { maxParts, minPartSize, PartAssembler, type UploadedPart } from "../src/storage/part-assembler";
@@ -78,7 +78,7 @@ export class UploadSession extends DurableObject<Env> {
     await this.#extendExpiry();
   }
 
-  async status(name: string): Promise<SessionStatus> {
+  async status(name: string): Promise<RpcResult<SessionStatus>> {
     return this.#rpc(async () => {
       const state = await this.#load(name);
       await this.#extendExpiry();
@@ -87,10 +87,9 @@ export class UploadSession extends DurableObject<Env> {
   }
 
   /** Appends one chunk. Returns the new offset. */
-  async append(request: AppendRequest): Promise<SessionStatus> {
+  async append(request: AppendRequest): Promise<RpcResult<SessionStatus>> {
     return this.#rpc(async () => {
-      const state = await this.#load(request.name);
-      const next = await this.#exclusive(state, () => this.#appendChunk(state, request));
+      const next = await this.#exclusive(request.name, (state) => this.#appendChunk(state, request));
       await this.#extendExpiry();
       return { name: next.name, offset: next.offset };
     });
@@ -100,10 +99,9 @@ export class UploadSession extends DurableObject<Env> {
    * Appends an optional final chunk, checks the digest and completes the R2
    * object. On a digest mismatch everything the session stored is deleted.
    */
-  async commit(request: AppendRequest & { digest: string }): Promise<CommittedBlob> {
+  async commit(request: AppendRequest & { digest: string }): Promise<RpcResult<CommittedBlob>> {
     return this.#rpc(async () => {
-      const state = await this.#load(request.name);
-      return this.#exclusive(state, async () => {
+      return this.#exclusive(request.name, async (state) => {
         const appended = request.body ? await this.#appendChunk(state, request) : state;
         return this.#complete(appended, request.digest);
       });
@@ -111,26 +109,33 @@ export class UploadSession extends DurableObject<Env> {
   }
 
   /** Cancels the session and deletes what it stored. */
-  async cancel(name: string): Promise<void> {
+  async cancel(name: string): Promise<RpcResult<void>> {
     return this.#rpc(async () => {
-      const state = await this.#load(name);
-      await this.#exclusive(state, () => this.#discard(state));
+      await this.#exclusive(name, (state) => this.#discard(state));
     });
   }
 
   override async alarm(): Promise<void> {
-    const state = await this.ctx.storage.get<SessionState>(stateKey);
-    if (!state) return;
-    log.info("upload session expired", { name: state.name, offset: state.offset, storageKey: state.storageKey });
-    await this.#discard(state);
+    // A request still streaming into the session keeps it alive, because
+    // discarding now would abort the multipart upload it is writing to.
+    if (this.#busy) {
+      await this.#extendExpiry();
+      return;
+    }
+
+    this.#busy = true;
+    try {
+      const state = await this.ctx.storage.get<SessionState>(stateKey);
+      if (!state) return;
+      log.info("upload session expired", { name: state.name, offset: state.offset, storageKey: state.storageKey });
+      await this.#discard(state);
+    } finally {
+      this.#busy = false;
+    }
   }
 
-  async #rpc<T>(work: () => Promise<T>): Promise<T> {
-    try {
-      return await work();
-    } catch (error) {
-      throw toRpcError(error);
-    }
+  async #rpc<T>(work: () => Promise<T>): Promise<RpcResult<T>> {
+    return toRpcResult(work);
   }
 
   async #load(name: string): Promise<SessionState> {
@@ -141,15 +146,20 @@ export class UploadSession extends DurableObject<Env> {
     return state;
   }
 
-  async #exclusive<T>(state: SessionState, work: () => Promise<T>): Promise<T> {
+  /**
+   * Runs `work` on freshly loaded state while no other request of the
+   * session runs; a request that arrives meanwhile is rejected, not queued.
+   */
+  async #exclusive<T>(name: string, work: (state: SessionState) => Promise<T>): Promise<T> {
     if (this.#busy) {
+      const state = await this.#load(name);
       throw new RegistryError("RANGE_INVALID", "another request is writing to this upload; retry after it finishes", null, {
         Range: formatRange(state.offset),
       });
     }
     this.#busy = true;
     try {
-      return await work();
+      return await work(await this.#load(name));
     } finally {
       this.#busy = false;
     }
@@ -180,35 +190,47 @@ export class UploadSession extends DurableObject<Env> {
       parts.push({ partNumber: uploaded.partNumber, etag: uploaded.etag });
     };
 
-    const tail = await this.#readTail(state);
-    const assembler = new PartAssembler(state.partSize, uploadPart, tail);
-    let received = 0;
-    const reader = request.body.getReader();
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      hasher.update(value);
-      received += value.byteLength;
-      await assembler.push(value);
+    let next: SessionState;
+    try {
+      const tail = await this.#readTail(state);
+      const assembler = new PartAssembler(state.partSize, uploadPart, tail);
+      let received = 0;
+      const reader = request.body.getReader();
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        received += value.byteLength;
+        if (request.length !== null && received > request.length) {
+          throw new RegistryError("SIZE_INVALID", `the body is longer than the ${request.length} bytes the request declared`);
+        }
+        hasher.update(value);
+        await assembler.push(value);
+      }
+
+      if (request.length !== null && received !== request.length) {
+        throw new RegistryError("SIZE_INVALID", `received ${received} bytes; the request declared ${request.length}`);
+      }
+
+      const remainder = await assembler.takeRemainder();
+      next = {
+        ...state,
+        offset: state.offset + received,
+        multipartUploadId: multipart?.uploadId ?? null,
+        parts,
+        checksums: hasher.save(),
+        tailGeneration: state.tailGeneration + 1,
+        tailLength: remainder.byteLength,
+        tailKey: remainder.byteLength > 0 ? `${state.storageKey}.tail.${state.tailGeneration + 1}` : null,
+      };
+      if (next.tailKey) await this.env.BLOBS.put(next.tailKey, remainder);
+      await this.ctx.storage.put(stateKey, next);
+    } catch (error) {
+      // The saved state never recorded a multipart upload created by this
+      // request, so nothing else would abort it.
+      if (multipart && !state.multipartUploadId) await this.#abortMultipart(state.storageKey, multipart.uploadId);
+      throw error;
     }
 
-    if (request.length !== null && received !== request.length) {
-      throw new RegistryError("SIZE_INVALID", `received ${received} bytes; the request declared ${request.length}`);
-    }
-
-    const remainder = await assembler.takeRemainder();
-    const next: SessionState = {
-      ...state,
-      offset: state.offset + received,
-      multipartUploadId: multipart?.uploadId ?? null,
-      parts,
-      checksums: hasher.save(),
-      tailGeneration: state.tailGeneration + 1,
-      tailLength: remainder.byteLength,
-      tailKey: remainder.byteLength > 0 ? `${state.storageKey}.tail.${state.tailGeneration + 1}` : null,
-    };
-    if (next.tailKey) await this.env.BLOBS.put(next.tailKey, remainder);
-    await this.ctx.storage.put(stateKey, next);
     if (state.tailKey) await this.env.BLOBS.delete(state.tailKey);
     return next;
   }
@@ -224,7 +246,10 @@ export class UploadSession extends DurableObject<Env> {
     const checksums: Checksums = new BlobHasher(state.checksums).finish();
     if (checksums.digest !== expectedDigest) {
       await this.#discard(state);
-      throw new RegistryError("DIGEST_INVALID", `uploaded content has digest ${checksums.digest}`, { expected: expectedDigest, actual: checksums.digest });
+      throw new RegistryError("DIGEST_INVALID", `uploaded content has digest ${checksums.digest}`, {
+        expected: expectedDigest,
+        actual: checksums.digest,
+      });
     }
 
     const tail = (await this.#readTail(state)) ?? new Uint8Array(0);
@@ -244,16 +269,19 @@ export class UploadSession extends DurableObject<Env> {
   }
 
   async #discard(state: SessionState): Promise<void> {
-    if (state.multipartUploadId) {
-      try {
-        await this.env.BLOBS.resumeMultipartUpload(state.storageKey, state.multipartUploadId).abort();
-      } catch (error) {
-        log.warn("aborting multipart upload failed", { storageKey: state.storageKey, error: String(error) });
-      }
-    }
+    if (state.multipartUploadId) await this.#abortMultipart(state.storageKey, state.multipartUploadId);
     if (state.tailKey) await this.env.BLOBS.delete(state.tailKey);
     await this.ctx.storage.deleteAlarm();
     await this.ctx.storage.deleteAll();
+  }
+
+  /** Aborts a multipart upload. A failure is logged, not raised, so cleanup never hides the error that led to it. */
+  async #abortMultipart(storageKey: string, multipartUploadId: string): Promise<void> {
+    try {
+      await this.env.BLOBS.resumeMultipartUpload(storageKey, multipartUploadId).abort();
+    } catch (error) {
+      log.warn("aborting multipart upload failed", { storageKey, multipartUploadId, error: String(error) });
+    }
   }
 }
 

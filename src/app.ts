@@ -1,7 +1,7 @@
 import { Hono } from "hono";
 import { repositoryAdmin } from "./admin/repositories";
 import { addLogFields, type AppContext, type AppEnv } from "./context";
-import { errorBody, RegistryError, reviveRegistryError } from "./errors";
+import { errorBody, RegistryError } from "./errors";
 import { log } from "./log";
 import { matchRoute } from "./routes";
 
@@ -37,7 +37,9 @@ app.all("/v2/*", async (c) => {
   const handler = match.route.methods[c.req.method as keyof typeof match.route.methods];
   if (!handler) {
     const allowed = Object.keys(match.route.methods).join(", ");
-    throw new RegistryError("UNSUPPORTED", `method ${c.req.method} is not allowed on this endpoint; allowed: ${allowed}`, null, { Allow: allowed });
+    throw new RegistryError("UNSUPPORTED", `method ${c.req.method} is not allowed on this endpoint; allowed: ${allowed}`, null, {
+      Allow: allowed,
+    });
   }
   addLogFields(c, { route: match.route.name });
   return handler(c, match.params);
@@ -46,10 +48,9 @@ app.all("/v2/*", async (c) => {
 app.notFound((c) => errorResponse(c, new RegistryError("NOT_FOUND", `no endpoint at ${new URL(c.req.url).pathname}`)));
 
 app.onError((error, c) => {
-  const revived = reviveRegistryError(error);
-  if (revived instanceof RegistryError) return errorResponse(c, revived);
+  if (error instanceof RegistryError) return errorResponse(c, error);
 
-  log.error("unhandled error", { requestId: c.get("requestId"), ...c.get("logFields"), error: String(revived), stack: (revived as Error)?.stack });
+  log.error("unhandled error", { requestId: c.get("requestId"), ...c.get("logFields"), error: String(error), stack: error.stack });
   return errorResponse(c, new RegistryError("INTERNAL_ERROR"));
 });
 

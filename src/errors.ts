@@ -63,32 +63,34 @@ export function errorBody(code: ErrorCode, message: string, detail?: unknown): s
   return JSON.stringify({ errors: [{ code, message, detail: detail ?? null }] });
 }
 
-/** Returns the same error after crossing a Durable Object RPC boundary. */
-export function reviveRegistryError(error: unknown): unknown {
-  if (error instanceof RegistryError) return error;
-  if (!(error instanceof Error)) return error;
+/** A RegistryError as plain data, which structured clone can carry across RPC. */
+export interface RegistryErrorData {
+  code: ErrorCode;
+  message: string;
+  detail: unknown;
+  headers: Record<string, string>;
+}
 
-  // RPC keeps only name and message, so the code travels in the message as
-  // "CODE: text" with a JSON tail for headers and detail.
-  const match = /^RegistryError:(?<payload>\{.*\})$/s.exec(error.message);
-  if (!match?.groups) return error;
+/**
+ * The outcome of a Durable Object method. RegistryErrors travel as data
+ * rather than as exceptions, because RPC keeps only an exception's message
+ * and workerd logs every thrown exception as uncaught.
+ */
+export type RpcResult<T> = { ok: true; value: T } | { ok: false; error: RegistryErrorData };
+
+/** Runs a Durable Object method's work, returning RegistryErrors as data and rethrowing anything else. */
+export async function toRpcResult<T>(work: () => Promise<T>): Promise<RpcResult<T>> {
   try {
-    const payload = JSON.parse(match.groups.payload!) as {
-      code: ErrorCode;
-      message: string;
-      detail?: unknown;
-      headers?: Record<string, string>;
-    };
-    if (!(payload.code in errorCodes)) return error;
-    return new RegistryError(payload.code, payload.message, payload.detail, payload.headers ?? {});
-  } catch {
-    return error;
+    return { ok: true, value: await work() };
+  } catch (error) {
+    if (!(error instanceof RegistryError)) throw error;
+    return { ok: false, error: { code: error.code, message: error.message, detail: error.detail, headers: error.headers } };
   }
 }
 
-/** Wraps a RegistryError so that it survives a Durable Object RPC boundary. */
-export function toRpcError(error: unknown): unknown {
-  if (!(error instanceof RegistryError)) return error;
-  const payload = { code: error.code, message: error.message, detail: error.detail, headers: error.headers };
-  return new Error(`RegistryError:${JSON.stringify(payload)}`);
+/** Returns a Durable Object method's value, or throws its RegistryError in the caller. */
+export function unwrapRpcResult<T>(result: RpcResult<T>): T {
+  if (result.ok) return result.value;
+  const { code, message, detail, headers } = result.error;
+  throw new RegistryError(code, message, detail, headers);
 }

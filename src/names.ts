@@ -25,7 +25,9 @@ export interface ImageName {
 /** Parses an image name, rejecting anything outside the OCI grammar with NAME_INVALID. */
 export function parseImageName(name: string): ImageName {
   if (name.length > maxNameLength) {
-    throw new RegistryError("NAME_INVALID", `name is ${name.length} characters long; the maximum is ${maxNameLength}`, { name: name.slice(0, 64) });
+    throw new RegistryError("NAME_INVALID", `name is ${name.length} characters long; the maximum is ${maxNameLength}`, {
+      name: name.slice(0, 64),
+    });
   }
   if (!namePattern.test(name)) {
     throw new RegistryError("NAME_INVALID", "name must match the OCI grammar: lowercase components separated by '/'", { name });
@@ -52,6 +54,20 @@ export function assertTag(tag: string): void {
 /** Returns whether a manifest reference is a digest rather than a tag. */
 export function isDigestReference(reference: string): boolean {
   return reference.includes(":");
+}
+
+/**
+ * Percent-decodes a digest taken from a request path, then validates it like
+ * `parseDigest`. A malformed escape such as `%zz` is DIGEST_INVALID.
+ */
+export function parseDigestFromPath(encoded: string): string {
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(encoded);
+  } catch {
+    throw new RegistryError("DIGEST_INVALID", "digest in the path contains a malformed percent escape", { digest: encoded });
+  }
+  return parseDigest(decoded);
 }
 
 /**

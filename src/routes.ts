@@ -22,7 +22,7 @@ const name = "(?<name>[^?#]+?)";
 
 /**
  * Every endpoint of the Docker Registry HTTP API v2 and the OCI Distribution
- * Specification 1.1. The router, the 405 answers and the route coverage test
+ * Specification 1.1. The router, the 405 responses and the route coverage test
  * all read this table. Order matters: the first matching pattern wins.
  */
 export const routes: Route[] = [

@@ -44,7 +44,9 @@ repositoryAdmin.post("/", async (c) => {
 repositoryAdmin.get("/:key", async (c) => {
   const repository = await getRepository(c.env.DB, c.req.param("key"));
   if (!repository) throw new RegistryError("NAME_UNKNOWN", `repository '${c.req.param("key")}' does not exist`);
-  const images = await c.env.DB.prepare("SELECT COUNT(*) AS count FROM images WHERE repository_key = ?").bind(repository.key).first<{ count: number }>();
+  const images = await c.env.DB.prepare("SELECT COUNT(*) AS count FROM images WHERE repository_key = ?")
+    .bind(repository.key)
+    .first<{ count: number }>();
   return c.json({ ...present(repository), imageCount: images?.count ?? 0 });
 });
 
@@ -58,6 +60,15 @@ repositoryAdmin.delete("/:key", async (c) => {
   if (result.meta.changes === 0) throw new RegistryError("NAME_UNKNOWN", `repository '${key}' does not exist`);
   return c.body(null, 204);
 });
+
+// Registered last, so these only run for methods that no route above handles.
+repositoryAdmin.all("/", (c) => rejectMethod(c.req.method, "GET, HEAD, POST"));
+repositoryAdmin.all("/:key", (c) => rejectMethod(c.req.method, "GET, HEAD, DELETE"));
+
+/** Throws the 405 UNSUPPORTED error with the Allow header of the route. */
+function rejectMethod(method: string, allowed: string): never {
+  throw new RegistryError("UNSUPPORTED", `method ${method} is not allowed on this endpoint; allowed: ${allowed}`, null, { Allow: allowed });
+}
 
 function present(repository: RepositoryRow) {
   return { key: repository.key, type: repository.type, description: repository.description, createdAt: repository.created_at };

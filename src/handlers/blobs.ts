@@ -1,6 +1,6 @@
 import { addLogFields, type AppContext } from "../context";
-import { RegistryError } from "../errors";
-import { parseDigest } from "../names";
+import { RegistryError, unwrapRpcResult } from "../errors";
+import { parseDigestFromPath } from "../names";
 import type { RouteParams } from "../routes";
 import { findLinkedBlob } from "../storage/metadata";
 import { etagOf, imageStore, resolveImage } from "./shared";
@@ -8,7 +8,7 @@ import { etagOf, imageStore, resolveImage } from "./shared";
 /** `GET` and `HEAD /v2/<name>/blobs/<digest>`, with single byte ranges. */
 export async function get(c: AppContext, params: RouteParams): Promise<Response> {
   const image = await resolveImage(c, params.name);
-  const digest = parseDigest(decodeURIComponent(params.digest ?? ""));
+  const digest = parseDigestFromPath(params.digest ?? "");
   addLogFields(c, { digest });
 
   const blob = await findLinkedBlob(c.env.DB, image.full, digest);
@@ -37,10 +37,10 @@ export async function get(c: AppContext, params: RouteParams): Promise<Response>
 /** `DELETE /v2/<name>/blobs/<digest>`: unlinks the blob from this image only. */
 export async function remove(c: AppContext, params: RouteParams): Promise<Response> {
   const image = await resolveImage(c, params.name);
-  const digest = parseDigest(decodeURIComponent(params.digest ?? ""));
+  const digest = parseDigestFromPath(params.digest ?? "");
   addLogFields(c, { digest });
 
-  const removed = await imageStore(c, image).unlinkBlob(image.full, digest);
+  const removed = unwrapRpcResult(await imageStore(c, image).unlinkBlob(image.full, digest));
   if (!removed) throw new RegistryError("BLOB_UNKNOWN", `blob ${digest} is not in repository ${image.full}`, { digest });
   return new Response(null, { status: 202, headers: { "Content-Length": "0" } });
 }

@@ -1,6 +1,8 @@
 import { addLogFields, type AppContext } from "../context";
-import { RegistryError } from "../errors";
+import { RegistryError, unwrapRpcResult } from "../errors";
+import { indexedAnnotations } from "../manifests/annotations";
 import { parseManifest } from "../manifests/schema";
+import { manifestStorageKey } from "../manifests/storage-key";
 import { assertTag, isDigestReference, parseDigest } from "../names";
 import type { RouteParams } from "../routes";
 import { digestBytes } from "../storage/hashing";
@@ -10,16 +12,10 @@ import { etagOf, imageStore, resolveImage } from "./shared";
 /** Manifests larger than this are rejected with 413. */
 export const maxManifestBytes = 4 * 1024 * 1024;
 
-/** R2 key of a manifest's exact bytes; manifests are shared by digest like blobs. */
-export function manifestStorageKey(digest: string): string {
-  const [algorithm, hex] = digest.split(":");
-  return `manifests/${algorithm}/${hex}`;
-}
-
 /** `GET` and `HEAD /v2/<name>/manifests/<reference>`, negotiated on Accept. */
 export async function get(c: AppContext, params: RouteParams): Promise<Response> {
   const image = await resolveImage(c, params.name);
-  const reference = decodeURIComponent(params.reference ?? "");
+  const reference = decodeReference(params.reference ?? "");
   const manifest = await resolveReference(c, image.full, reference);
   addLogFields(c, { reference, digest: manifest.digest });
 
@@ -43,7 +39,7 @@ export async function get(c: AppContext, params: RouteParams): Promise<Response>
 /** `PUT /v2/<name>/manifests/<reference>`: stores the exact bytes and moves the tag. */
 export async function put(c: AppContext, params: RouteParams): Promise<Response> {
   const image = await resolveImage(c, params.name);
-  const reference = decodeURIComponent(params.reference ?? "");
+  const reference = decodeReference(params.reference ?? "");
   const byDigest = isDigestReference(reference);
   if (byDigest) parseDigest(reference);
   else assertTag(reference);
@@ -53,19 +49,23 @@ export async function put(c: AppContext, params: RouteParams): Promise<Response>
   const digest = await digestBytes(algorithm, bytes);
   addLogFields(c, { reference, digest });
   if (byDigest && digest !== reference) {
-    throw new RegistryError("DIGEST_INVALID", `manifest content has digest ${digest}, not ${reference}`, { expected: reference, actual: digest });
+    throw new RegistryError("DIGEST_INVALID", `manifest content has digest ${digest}, not ${reference}`, {
+      expected: reference,
+      actual: digest,
+    });
   }
 
   const manifest = parseManifest(bytes, c.req.header("Content-Type") ?? null);
-  await c.env.BLOBS.put(manifestStorageKey(digest), bytes);
-  await imageStore(c, image).putManifest({
+  const stored = await imageStore(c, image).putManifest({
     name: image.full,
     repositoryKey: image.repositoryKey,
     digest,
-    size: bytes.byteLength,
-    manifest,
+    bytes,
+    // The D1 row keeps only the annotations that the referrers list reads.
+    manifest: { ...manifest, annotations: indexedAnnotations(manifest, bytes.byteLength) },
     tag: byDigest ? null : reference,
   });
+  unwrapRpcResult(stored);
 
   const headers = new Headers({
     Location: `/v2/${image.full}/manifests/${digest}`,
@@ -79,22 +79,38 @@ export async function put(c: AppContext, params: RouteParams): Promise<Response>
 /** `DELETE /v2/<name>/manifests/<reference>`: by digest removes the manifest, by tag only the tag. */
 export async function remove(c: AppContext, params: RouteParams): Promise<Response> {
   const image = await resolveImage(c, params.name);
-  const reference = decodeURIComponent(params.reference ?? "");
+  const reference = decodeReference(params.reference ?? "");
   addLogFields(c, { reference });
   const store = imageStore(c, image);
 
   if (isDigestReference(reference)) {
     const digest = parseDigest(reference);
-    if (!(await store.deleteManifest(image.full, digest))) {
+    if (!unwrapRpcResult(await store.deleteManifest(image.full, digest))) {
       throw new RegistryError("MANIFEST_UNKNOWN", `manifest ${digest} is not in repository ${image.full}`, { digest });
     }
   } else {
     assertTag(reference);
-    if (!(await store.deleteTag(image.full, reference))) {
+    if (!unwrapRpcResult(await store.deleteTag(image.full, reference))) {
       throw new RegistryError("MANIFEST_UNKNOWN", `tag ${reference} is not in repository ${image.full}`, { tag: reference });
     }
   }
   return new Response(null, { status: 202, headers: { "Content-Length": "0" } });
+}
+
+/**
+ * Percent-decodes a tag or digest taken from the request path. A malformed
+ * escape such as `%zz` is DIGEST_INVALID when the reference has a colon,
+ * encoded or not, and TAG_INVALID otherwise.
+ */
+function decodeReference(encoded: string): string {
+  try {
+    return decodeURIComponent(encoded);
+  } catch {
+    if (/:|%3a/i.test(encoded)) {
+      throw new RegistryError("DIGEST_INVALID", "digest in the path contains a malformed percent escape", { digest: encoded });
+    }
+    throw new RegistryError("TAG_INVALID", "tag in the path contains a malformed percent escape", { tag: encoded });
+  }
 }
 
 async function resolveReference(c: AppContext, imageName: string, reference: string): Promise<ManifestRow> {

@@ -12,9 +12,13 @@ export async function resolveImage(c: AppContext, rawName: string | undefined): 
   addLogFields(c, { repository: image.full });
   const repository = await getRepository(c.env.DB, image.repositoryKey);
   if (!repository) {
-    throw new RegistryError("NAME_UNKNOWN", `repository '${image.repositoryKey}' does not exist; image names are '<repository key>/<path>'`, {
-      repository: image.repositoryKey,
-    });
+    throw new RegistryError(
+      "NAME_UNKNOWN",
+      `repository '${image.repositoryKey}' does not exist; image names are '<repository key>/<path>'`,
+      {
+        repository: image.repositoryKey,
+      },
+    );
   }
   return image;
 }
@@ -44,7 +48,7 @@ export function parsePage(c: AppContext): Page {
 
 /**
  * Builds the body and Link header of one page, given up to `limit + 1` items
- * read from storage: the extra item only tells that more remain.
+ * read from storage. The extra item only shows that more remain.
  */
 export function pageResponse(c: AppContext, page: Page, items: string[], body: (items: string[]) => unknown): Response {
   const visible = items.slice(0, page.limit);

@@ -1,6 +1,6 @@
 import { formatRange } from "../../durable-objects/upload-session";
 import { addLogFields, type AppContext } from "../context";
-import { RegistryError } from "../errors";
+import { RegistryError, unwrapRpcResult } from "../errors";
 import { parseDigest, parseImageName, type ImageName } from "../names";
 import type { RouteParams } from "../routes";
 import { findLinkedBlob } from "../storage/metadata";
@@ -17,7 +17,9 @@ export async function start(c: AppContext, params: RouteParams): Promise<Respons
   const image = await resolveImage(c, params.name);
   const mountDigest = c.req.query("mount");
   const from = c.req.query("from");
-  const digest = c.req.query("digest");
+  const rawDigest = c.req.query("digest");
+  // Checked before the session opens, so an invalid digest leaves no session behind.
+  const digest = rawDigest === undefined ? undefined : parseBlobDigest(rawDigest);
 
   if (mountDigest !== undefined && from !== undefined) {
     const mounted = await tryMount(c, image, parseDigest(mountDigest), from);
@@ -30,9 +32,10 @@ export async function start(c: AppContext, params: RouteParams): Promise<Respons
   await session.open(image.full, uploadId);
 
   if (digest !== undefined) {
-    const expected = parseDigest(digest);
-    const committed = await session.commit({ name: image.full, body: c.req.raw.body, start: null, length: declaredLength(c), digest: expected });
-    await imageStore(c, image).linkUploadedBlob(image.full, image.repositoryKey, committed);
+    const committed = unwrapRpcResult(
+      await session.commit({ name: image.full, body: c.req.raw.body, start: null, length: declaredLength(c), digest }),
+    );
+    unwrapRpcResult(await imageStore(c, image).linkUploadedBlob(image.full, image.repositoryKey, committed));
     return blobCreated(image, committed.digest);
   }
   return uploadAccepted(image, uploadId, 0);
@@ -41,7 +44,7 @@ export async function start(c: AppContext, params: RouteParams): Promise<Respons
 /** `GET /v2/<name>/blobs/uploads/<id>`: the session's progress. */
 export async function status(c: AppContext, params: RouteParams): Promise<Response> {
   const { image, uploadId } = await resolveSession(c, params);
-  const current = await uploadSession(c, uploadId).status(image.full);
+  const current = unwrapRpcResult(await uploadSession(c, uploadId).status(image.full));
   const response = uploadAccepted(image, uploadId, current.offset);
   return new Response(null, { status: 204, headers: response.headers });
 }
@@ -55,12 +58,14 @@ export async function append(c: AppContext, params: RouteParams): Promise<Respon
     throw new RegistryError("RANGE_INVALID", `Content-Range ${range.start}-${range.end} does not match Content-Length ${length}`);
   }
 
-  const current = await uploadSession(c, uploadId).append({
-    name: image.full,
-    body: c.req.raw.body,
-    start: range?.start ?? null,
-    length: range ? range.end - range.start + 1 : length,
-  });
+  const current = unwrapRpcResult(
+    await uploadSession(c, uploadId).append({
+      name: image.full,
+      body: c.req.raw.body,
+      start: range?.start ?? null,
+      length: range ? range.end - range.start + 1 : length,
+    }),
+  );
   return uploadAccepted(image, uploadId, current.offset);
 }
 
@@ -69,25 +74,27 @@ export async function commit(c: AppContext, params: RouteParams): Promise<Respon
   const { image, uploadId } = await resolveSession(c, params);
   const rawDigest = c.req.query("digest");
   if (rawDigest === undefined) throw new RegistryError("DIGEST_INVALID", "the digest query parameter is required to complete an upload");
-  const digest = parseDigest(rawDigest);
+  const digest = parseBlobDigest(rawDigest);
   addLogFields(c, { digest });
 
   const range = parseContentRange(c.req.header("Content-Range") ?? null);
-  const committed = await uploadSession(c, uploadId).commit({
-    name: image.full,
-    body: c.req.raw.body,
-    start: range?.start ?? null,
-    length: range ? range.end - range.start + 1 : declaredLength(c),
-    digest,
-  });
-  await imageStore(c, image).linkUploadedBlob(image.full, image.repositoryKey, committed);
+  const committed = unwrapRpcResult(
+    await uploadSession(c, uploadId).commit({
+      name: image.full,
+      body: c.req.raw.body,
+      start: range?.start ?? null,
+      length: range ? range.end - range.start + 1 : declaredLength(c),
+      digest,
+    }),
+  );
+  unwrapRpcResult(await imageStore(c, image).linkUploadedBlob(image.full, image.repositoryKey, committed));
   return blobCreated(image, committed.digest);
 }
 
 /** `DELETE /v2/<name>/blobs/uploads/<id>`: cancels the session. */
 export async function cancel(c: AppContext, params: RouteParams): Promise<Response> {
   const { image, uploadId } = await resolveSession(c, params);
-  await uploadSession(c, uploadId).cancel(image.full);
+  unwrapRpcResult(await uploadSession(c, uploadId).cancel(image.full));
   return new Response(null, { status: 204 });
 }
 
@@ -95,7 +102,8 @@ async function resolveSession(c: AppContext, params: RouteParams): Promise<{ ima
   const image = await resolveImage(c, params.name);
   const uploadId = params.uploadId ?? "";
   addLogFields(c, { uploadId });
-  if (!uploadIdPattern.test(uploadId)) throw new RegistryError("BLOB_UPLOAD_UNKNOWN", "upload id is not one this registry issued", { uploadId });
+  if (!uploadIdPattern.test(uploadId))
+    throw new RegistryError("BLOB_UPLOAD_UNKNOWN", "upload id is not one this registry issued", { uploadId });
   return { image, uploadId };
 }
 
@@ -114,7 +122,7 @@ async function tryMount(c: AppContext, image: ImageName, digest: string, from: s
   }
   const blob = await findLinkedBlob(c.env.DB, source.full, digest);
   if (!blob) return null;
-  await imageStore(c, image).linkExistingBlob(image.full, image.repositoryKey, digest);
+  unwrapRpcResult(await imageStore(c, image).linkExistingBlob(image.full, image.repositoryKey, digest));
   return digest;
 }
 
@@ -151,4 +159,17 @@ function blobCreated(image: ImageName, digest: string): Response {
     status: 201,
     headers: { Location: `/v2/${image.full}/blobs/${digest}`, "Docker-Content-Digest": digest, "Content-Length": "0" },
   });
+}
+
+/**
+ * Validates the digest of a blob upload. Uploads hash only sha256 as the
+ * bytes stream through, so another algorithm is rejected before the session
+ * is touched.
+ */
+function parseBlobDigest(raw: string): string {
+  const digest = parseDigest(raw);
+  if (!digest.startsWith("sha256:")) {
+    throw new RegistryError("DIGEST_INVALID", "blob uploads accept sha256 digests only", { digest });
+  }
+  return digest;
 }

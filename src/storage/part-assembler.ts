@@ -10,9 +10,9 @@ export interface UploadedPart {
 
 /**
  * Cuts a stream of chunks of any size into parts of exactly `partSize` bytes
- * and hands each complete part to `uploadPart`. Between calls it holds at
- * most one part's worth of bytes, so memory stays bounded whatever chunk
- * sizes a client sends; the remainder is returned by `takeRemainder`.
+ * and hands each complete part to `uploadPart`. Between calls it keeps less
+ * than one part in memory, so memory stays bounded whatever chunk sizes a
+ * client sends. `takeRemainder` returns the bytes that did not fill a part.
  */
 export class PartAssembler {
   readonly #partSize: number;
