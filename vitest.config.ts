@@ -1,5 +1,9 @@
 import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-plugin";
+import { generateKeyPairSync } from "node:crypto";
 import { defineConfig } from "vitest/config";
+
+/** A throwaway token signing key for the integration tests. */
+const testSigningKey = generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey.export({ type: "pkcs8", format: "pem" }).toString();
 
 export default defineConfig({
   test: {
@@ -13,6 +17,8 @@ export default defineConfig({
                 TEST_MIGRATIONS: await readD1Migrations("./migrations"),
                 // Small parts keep multipart tests fast; R2 still enforces its 5 MiB minimum.
                 UPLOAD_PART_SIZE_MIB: "5",
+                ADMIN_PASSWORD: "test-admin-password",
+                TOKEN_SIGNING_KEY: testSigningKey,
               },
             },
           })),

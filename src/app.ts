@@ -3,7 +3,12 @@ import { repositoryAdmin } from "./admin/repositories";
 import { addLogFields, type AppContext, type AppEnv } from "./context";
 import { errorBody, RegistryError } from "./errors";
 import { log } from "./log";
-import { matchRoute } from "./routes";
+import { challengeHeader, requireAction, requireCredentials } from "./auth/authorize";
+import { ensureAdministrator } from "./auth/bootstrap";
+import { authenticate } from "./auth/credentials";
+import { anonymousPrincipal } from "./auth/permissions";
+import { parseImageName } from "./names";
+import { matchRoute, type Method } from "./routes";
 
 export const app = new Hono<AppEnv>();
 
@@ -11,6 +16,8 @@ app.use(async (c, next) => {
   const requestId = c.req.header("CF-Ray") ?? crypto.randomUUID();
   c.set("requestId", requestId);
   c.set("logFields", {});
+  c.set("principal", anonymousPrincipal);
+  c.set("tokenAccess", null);
   const started = Date.now();
   await next();
 
@@ -23,8 +30,16 @@ app.use(async (c, next) => {
     path: url.pathname,
     status: c.res.status,
     durationMs: Date.now() - started,
+    user: c.get("principal").name,
     ...c.get("logFields"),
   });
+});
+
+// Until an administrator exists, the registry serves no writes: nobody could
+// be granted the right to make them.
+app.use(async (c, next) => {
+  if ((await ensureAdministrator(c.env)) || c.req.method === "GET" || c.req.method === "HEAD") return next();
+  throw new RegistryError("UNAVAILABLE", "the registry has no administrator yet: set the ADMIN_PASSWORD secret and retry");
 });
 
 app.route("/api/v1/repositories", repositoryAdmin);
@@ -42,6 +57,16 @@ app.all("/v2/*", async (c) => {
     });
   }
   addLogFields(c, { route: match.route.name });
+
+  const access = match.route.access[c.req.method as Method];
+  if (access !== "public") {
+    const { principal, tokenAccess } = await authenticate(c);
+    c.set("principal", principal);
+    c.set("tokenAccess", tokenAccess);
+  }
+  if (access === undefined) throw new RegistryError("DENIED", "no access rule is defined for this endpoint");
+  if (access === "credentials") requireCredentials(c);
+  else if (access !== "public") await requireAction(c, parseImageName(match.params.name ?? ""), access);
   return handler(c, match.params);
 });
 
@@ -58,6 +83,8 @@ function errorResponse(c: AppContext, error: RegistryError): Response {
   addLogFields(c, { errorCode: error.code });
   const headers = new Headers({ "Content-Type": "application/json", ...error.headers });
   headers.set("Docker-Distribution-API-Version", "registry/2.0");
+  // Every 401 tells the client where to get a token.
+  if (error.code === "UNAUTHORIZED" && !headers.has("WWW-Authenticate")) headers.set("WWW-Authenticate", challengeHeader(c));
   const body = c.req.method === "HEAD" ? null : errorBody(error.code, error.message, error.detail);
   return new Response(body, { status: error.status, headers });
 }

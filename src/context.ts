@@ -1,4 +1,5 @@
 import type { Context } from "hono";
+import type { Principal } from "./auth/permissions";
 import type { Env } from "./env";
 
 /** Values the request middleware sets for handlers and the request log. */
@@ -6,6 +7,10 @@ export interface RequestVariables {
   requestId: string;
   /** Ids added to this request's log line, such as repository, digest or upload id. */
   logFields: Record<string, unknown>;
+  /** Who sent the request; set by the authentication middleware. */
+  principal: Principal;
+  /** The Docker token grants of the bearer token the request used, or null. */
+  tokenAccess: import("./auth/scopes").RequestedScope[] | null;
 }
 
 export type AppEnv = { Bindings: Env; Variables: RequestVariables };

@@ -11,4 +11,10 @@ export interface Env {
   UPLOAD_TTL_SECONDS: string;
   /** Size in MiB of each R2 multipart part. */
   UPLOAD_PART_SIZE_MIB: string;
+  /** Secret: the password of the `admin` user that the first start creates. */
+  ADMIN_PASSWORD?: string;
+  /** Secret: PKCS#8 PEM of the P-256 key that signs registry tokens. */
+  TOKEN_SIGNING_KEY?: string;
+  /** The `iss` claim of registry tokens. */
+  TOKEN_ISSUER: string;
 }

@@ -4,6 +4,8 @@ import type { AppEnv } from "../context";
 import { RegistryError } from "../errors";
 import { isRepositoryKey } from "../names";
 import { getRepository, listRepositories, type RepositoryRow } from "../storage/metadata";
+import { requireAdministrator, requireUser } from "./access";
+import { audit } from "../auth/audit";
 
 const createRepositorySchema = z.strictObject({
   key: z.string().refine(isRepositoryKey, "key must be one lowercase OCI name component of at most 64 characters, such as docker-local"),
@@ -12,11 +14,12 @@ const createRepositorySchema = z.strictObject({
 });
 
 /**
- * JSON admin API for repositories under `/api/v1/repositories`.
- * NOTE: these routes have no authentication yet; anyone who can reach the
- * registry can create and delete repositories.
+ * JSON admin API for repositories under `/api/v1/repositories`. Any user may
+ * list and show repositories; creating and deleting them needs an administrator.
  */
 export const repositoryAdmin = new Hono<AppEnv>();
+
+repositoryAdmin.use(requireUser);
 
 repositoryAdmin.get("/", async (c) => {
   const repositories = await listRepositories(c.env.DB);
@@ -24,6 +27,7 @@ repositoryAdmin.get("/", async (c) => {
 });
 
 repositoryAdmin.post("/", async (c) => {
+  requireAdministrator(c);
   const body = await readJson(c.req.raw);
   const parsed = createRepositorySchema.safeParse(body);
   if (!parsed.success) {
@@ -37,6 +41,7 @@ repositoryAdmin.post("/", async (c) => {
     .run();
   if (result.meta.changes === 0) throw new RegistryError("CONFLICT", `repository '${key}' already exists`, { key });
 
+  await audit(c, "repository.create", key, { type });
   const created = await getRepository(c.env.DB, key);
   return c.json(present(created!), 201, { Location: `/api/v1/repositories/${key}` });
 });
@@ -55,9 +60,11 @@ repositoryAdmin.get("/:key", async (c) => {
  * Blob and manifest bytes stay in R2, where other repositories may share them.
  */
 repositoryAdmin.delete("/:key", async (c) => {
+  requireAdministrator(c);
   const key = c.req.param("key");
   const result = await c.env.DB.prepare("DELETE FROM repositories WHERE key = ?").bind(key).run();
   if (result.meta.changes === 0) throw new RegistryError("NAME_UNKNOWN", `repository '${key}' does not exist`);
+  await audit(c, "repository.delete", key);
   return c.body(null, 204);
 });
 

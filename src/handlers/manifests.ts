@@ -1,3 +1,4 @@
+import { requireAction } from "../auth/authorize";
 import { addLogFields, type AppContext } from "../context";
 import { RegistryError, unwrapRpcResult } from "../errors";
 import { indexedAnnotations } from "../manifests/annotations";
@@ -56,6 +57,11 @@ export async function put(c: AppContext, params: RouteParams): Promise<Response>
   }
 
   const manifest = parseManifest(bytes, c.req.header("Content-Type") ?? null);
+  if (!byDigest) {
+    // Moving an existing tag to other content overwrites it, which needs delete.
+    const current = await findTaggedManifest(c.env.DB, image.full, reference);
+    if (current && current.digest !== digest) await requireAction(c, image, "delete", "push");
+  }
   const stored = await imageStore(c, image).putManifest({
     name: image.full,
     repositoryKey: image.repositoryKey,

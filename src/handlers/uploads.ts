@@ -1,4 +1,5 @@
 import { formatRange } from "../../durable-objects/upload-session";
+import { allows } from "../auth/authorize";
 import { addLogFields, type AppContext } from "../context";
 import { RegistryError, unwrapRpcResult } from "../errors";
 import { parseDigest, parseImageName, type ImageName } from "../names";
@@ -120,6 +121,9 @@ async function tryMount(c: AppContext, image: ImageName, digest: string, from: s
   } catch {
     return null;
   }
+  // A source the caller cannot read is treated like one without the blob, so
+  // a mount never reveals or copies content across a permission boundary.
+  if (!(await allows(c, source, "read"))) return null;
   const blob = await findLinkedBlob(c.env.DB, source.full, digest);
   if (!blob) return null;
   unwrapRpcResult(await imageStore(c, image).linkExistingBlob(image.full, image.repositoryKey, digest));

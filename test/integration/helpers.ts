@@ -11,8 +11,26 @@ export const MiB = 1024 * 1024;
 /** Multipart part size in the tests, from UPLOAD_PART_SIZE_MIB in vitest.config.ts. */
 export const partSize = 5 * MiB;
 
-/** Sends a request to the Worker under test. `path` starts with a slash, such as `/v2/`. */
+/** The administrator's password, from ADMIN_PASSWORD in vitest.config.ts. */
+export const adminPassword = "test-admin-password";
+
+/** Returns a Basic Authorization header value. */
+export function basicAuthorization(user: string, password: string): string {
+  return `Basic ${btoa(`${user}:${password}`)}`;
+}
+
+/**
+ * Sends a request to the Worker under test as the administrator, unless the
+ * request sets its own Authorization header. `path` starts with a slash, such as `/v2/`.
+ */
 export async function registryFetch(path: string, init?: RequestInit): Promise<Response> {
+  const request = new Request(`${origin}${path}`, init);
+  if (!request.headers.has("Authorization")) request.headers.set("Authorization", basicAuthorization("admin", adminPassword));
+  return exports.default.fetch(request);
+}
+
+/** Sends a request to the Worker under test without credentials. */
+export async function anonymousFetch(path: string, init?: RequestInit): Promise<Response> {
   return exports.default.fetch(new Request(`${origin}${path}`, init));
 }
 
