@@ -29,6 +29,8 @@ export default defineConfig({
           // The Worker logs one JSON line per request; show them only for failed tests.
           silent: "passed-only",
           setupFiles: ["./test/integration/apply-migrations.ts"],
+          // Starts the test OpenID Connect issuer on 127.0.0.1 for the OIDC login tests.
+          globalSetup: ["./test/oidc-issuer/global-setup.ts"],
         },
       },
       {

@@ -1,5 +1,11 @@
 import { Hono } from "hono";
+import { accessTokenAdmin } from "./admin/access-tokens";
+import { auditLogAdmin } from "./admin/audit-log";
+import { groupAdmin } from "./admin/groups";
+import { oidcIssuerAdmin } from "./admin/oidc-issuers";
+import { permissionTargetAdmin } from "./admin/permission-targets";
 import { repositoryAdmin } from "./admin/repositories";
+import { userAdmin } from "./admin/users";
 import { addLogFields, type AppContext, type AppEnv } from "./context";
 import { errorBody, RegistryError } from "./errors";
 import { log } from "./log";
@@ -43,6 +49,12 @@ app.use(async (c, next) => {
 });
 
 app.route("/api/v1/repositories", repositoryAdmin);
+app.route("/api/v1/tokens", accessTokenAdmin);
+app.route("/api/v1/oidc/issuers", oidcIssuerAdmin);
+app.route("/api/v1/users", userAdmin);
+app.route("/api/v1/groups", groupAdmin);
+app.route("/api/v1/permissions", permissionTargetAdmin);
+app.route("/api/v1/audit", auditLogAdmin);
 
 app.all("/v2/*", async (c) => {
   const path = new URL(c.req.url).pathname;

@@ -36,7 +36,9 @@ export async function requireAction(
 
   if (!effective.has(action)) {
     if (principal.kind === "anonymous") throw challenge(c, "authentication required", scope);
-    throw new RegistryError("DENIED", `user '${principal.name}' may not ${action} ${image.full}`, { action, name: image.full });
+    // The default message is the one that Docker Hub and the CNCF registry send, which docker, podman and skopeo print
+    // after "denied:" and which scripts look for. The detail names the user, action and image.
+    throw new RegistryError("DENIED", undefined, { user: principal.name, action, name: image.full });
   }
 
   const access = c.get("tokenAccess");
@@ -53,7 +55,10 @@ export function requireCredentials(c: AppContext, scope?: RequestedScope): void 
 
 /** Builds UNAUTHORIZED with the WWW-Authenticate header that sends Docker clients to the token endpoint. */
 export function challenge(c: AppContext, message: string, scope?: RequestedScope, error?: string): RegistryError {
-  return new RegistryError("UNAUTHORIZED", message, null, { "WWW-Authenticate": challengeHeader(c, scope, error) });
+  // Docker 20.10 decodes an error with the code's default message and a null detail as a bare code. It then prints only
+  // "unauthorized" and retries each layer upload for 50 seconds, so a challenge for a scope names the scope in its detail.
+  const detail = scope ? { scope: formatScope(scope) } : null;
+  return new RegistryError("UNAUTHORIZED", message, detail, { "WWW-Authenticate": challengeHeader(c, scope, error) });
 }
 
 export function challengeHeader(c: AppContext, scope?: RequestedScope, error?: string): string {

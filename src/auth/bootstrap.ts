@@ -23,16 +23,19 @@ export async function ensureAdministrator(env: Env): Promise<boolean> {
   if (!env.ADMIN_PASSWORD) return false;
 
   const password = await hashPassword(env.ADMIN_PASSWORD);
-  await env.DB.prepare(
+  const inserted = await env.DB.prepare(
     `INSERT INTO users (name, password_hash, password_salt, password_iterations, admin) VALUES (?, ?, ?, ?, 1)
      ON CONFLICT (name) DO NOTHING`,
   )
     .bind(initialAdministrator, password.hash, password.salt, password.iterations)
     .run();
+  bootstrapped = true;
+  // Concurrent first requests all find the table empty, and only the one whose insert went through records it.
+  if (inserted.meta.changes === 0) return true;
+
   await env.DB.prepare("INSERT INTO audit_log (actor, action, target) VALUES ('system', 'user.create', ?)")
     .bind(initialAdministrator)
     .run();
   log.info("created the initial administrator from ADMIN_PASSWORD", { user: initialAdministrator });
-  bootstrapped = true;
   return true;
 }

@@ -3,6 +3,7 @@ import { RegistryError } from "../errors";
 import { log } from "../log";
 import { audit, clientAddress } from "./audit";
 import { signingKeys, verifyRegistryToken } from "./jwt";
+import { issuerOfToken, oidcGroupPrincipal, oidcLogin } from "./oidc";
 import { hashSecret, verifyPassword } from "./passwords";
 import { anonymousPrincipal, type Principal, type TokenScope } from "./permissions";
 import { assertLoginAllowed, loginKeys, recordFailedLogin } from "./rate-limit";
@@ -49,20 +50,25 @@ export async function authenticate(c: AppContext): Promise<Authentication> {
 /**
  * Checks a user name with a password or an access token, counting failures
  * against the user and the client address. Throws UNAUTHORIZED on failure
- * and TOOMANYREQUESTS while the failed-login limit is reached.
+ * and TOOMANYREQUESTS while the failed-login limit is reached. A password
+ * that is a JWT from a configured OpenID Connect issuer is exchanged as an
+ * ID token instead, whatever the user name.
  */
 export async function login(c: AppContext, userName: string, secret: string): Promise<Principal> {
+  const issuer = await issuerOfToken(c.env.DB, secret);
+  if (issuer) return oidcLogin(c, userName, issuer, secret);
+
   const keys = loginKeys(userName, clientAddress(c));
   await assertLoginAllowed(c.env.DB, keys);
 
   const principal = secret.startsWith(accessTokenPrefix)
     ? await accessTokenPrincipal(c, secret, userName)
-    : await passwordPrincipal(c, userName, secret);
+    : await passwordPrincipal(c, userName, secret, keys);
   if (principal) return principal;
 
-  await recordFailedLogin(c.env.DB, keys);
+  const limitReached = await recordFailedLogin(c.env.DB, keys);
   await audit(c, "login.failed", userName, {}, userName);
-  throw invalidCredentials("invalid user name or password");
+  throw limitReached ?? invalidCredentials("invalid user name or password");
 }
 
 /** Seconds a verified password stays in this isolate's cache. */
@@ -76,7 +82,7 @@ const verifiedPasswordSeconds = 60;
  */
 const verifiedPasswords = new Map<string, number>();
 
-async function passwordPrincipal(c: AppContext, userName: string, password: string): Promise<Principal | null> {
+async function passwordPrincipal(c: AppContext, userName: string, password: string, keys: string[]): Promise<Principal | null> {
   const user = await findUserByName(c.env.DB, userName);
   const stored = user ? storedPassword(user) : null;
   if (!user || !stored || user.disabled === 1) return null;
@@ -85,6 +91,9 @@ async function passwordPrincipal(c: AppContext, userName: string, password: stri
   const cachedUntil = verifiedPasswords.get(cacheKey);
   if (cachedUntil === undefined || cachedUntil < Date.now()) {
     if (!(await verifyPassword(password, stored))) return null;
+    // Concurrent guesses all pass the limit check in `login` before any of them
+    // fails, so a right password is accepted only while their failures stay below the limit.
+    await assertLoginAllowed(c.env.DB, keys);
     if (verifiedPasswords.size > 1000) verifiedPasswords.clear();
     verifiedPasswords.set(cacheKey, Date.now() + verifiedPasswordSeconds * 1000);
   }
@@ -123,12 +132,18 @@ async function bearerAuthentication(c: AppContext, token: string): Promise<Authe
   if (!claims) throw invalidCredentials("the bearer token is invalid or expired; request a new one from the token endpoint");
 
   if (claims.sub === anonymousPrincipal.name) return { principal: anonymousPrincipal, tokenAccess: claims.access };
+  if (claims.oidc_group !== undefined) {
+    const principal = await oidcGroupPrincipal(c.env.DB, claims.sub ?? "", claims.oidc_group, "bearer-token");
+    if (!principal) throw invalidCredentials("the bearer token's group no longer exists");
+    return { principal, tokenAccess: claims.access };
+  }
   const user = await findUserByName(c.env.DB, claims.sub ?? "");
   if (!user || user.disabled === 1) {
     log.warn("bearer token names a missing or disabled user", { requestId: c.get("requestId"), user: claims.sub });
     throw invalidCredentials("the bearer token's user no longer exists or is disabled");
   }
-  return { principal: await userPrincipal(c.env.DB, user, "bearer-token"), tokenAccess: claims.access };
+  const principal = await userPrincipal(c.env.DB, user, "bearer-token", claims.token_scope ?? null);
+  return { principal, tokenAccess: claims.access };
 }
 
 /** The `service` of this registry in token requests and the audience of its tokens: the request's host. */

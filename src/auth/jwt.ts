@@ -1,5 +1,6 @@
 import { calculateJwkThumbprint, exportJWK, importJWK, importPKCS8, jwtVerify, SignJWT, type CryptoKey, type JWTPayload } from "jose";
 import { RegistryError } from "../errors";
+import type { TokenScope } from "./permissions";
 import type { RequestedScope } from "./scopes";
 
 /** Registry tokens are signed with ECDSA P-256 and SHA-256; no other algorithm is accepted. */
@@ -12,6 +13,10 @@ export const tokenLifetimeSeconds = 300;
 export interface RegistryTokenClaims extends JWTPayload {
   /** The Docker token grants: repository names with their granted actions. */
   access: RequestedScope[];
+  /** The scope of the access token the subject logged in with, which keeps narrowing the subject's permissions. */
+  token_scope?: TokenScope;
+  /** The group of an OpenID Connect principal that a rule maps to a group; the subject is then no user name. */
+  oidc_group?: string;
 }
 
 interface SigningKeys {
@@ -47,12 +52,14 @@ export interface TokenRequest {
   audience: string;
   subject: string;
   access: RequestedScope[];
+  /** Claims that let bearer requests rebuild the subject's principal with no more rights than its login had. */
+  principal?: Pick<RegistryTokenClaims, "token_scope" | "oidc_group">;
 }
 
 /** Signs a registry token for a subject with the granted access. */
 export async function signRegistryToken(keys: SigningKeys, request: TokenRequest, now = Date.now()): Promise<string> {
   const issuedAt = Math.floor(now / 1000);
-  return new SignJWT({ access: request.access })
+  return new SignJWT({ access: request.access, ...request.principal })
     .setProtectedHeader({ alg: algorithm, kid: keys.keyId, typ: "JWT" })
     .setIssuer(request.issuer)
     .setAudience(request.audience)

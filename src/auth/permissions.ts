@@ -21,6 +21,8 @@ export interface Principal {
   tokenScope: TokenScope | null;
   /** How the request proved its identity. */
   via: "anonymous" | "password" | "access-token" | "bearer-token" | "oidc";
+  /** The group of an OpenID Connect login that a rule maps to a group rather than to a user. */
+  oidcGroup?: string;
 }
 
 /** An access token's optional narrowing: the repositories and actions it may use. */
@@ -98,6 +100,32 @@ export async function permissionEvaluator(
     }
     return narrowToTokenScope(effective, principal.tokenScope, repository.key);
   };
+}
+
+/**
+ * Returns whether a principal may manage every image path of a repository,
+ * as writing a permission target for it requires: an administrator, or a
+ * grant of `manage` from a target that selects the repository, includes `**`
+ * and excludes nothing. An access token's scope can remove the right.
+ */
+export async function managesWholeRepository(
+  db: D1Database,
+  principal: Principal,
+  repository: { key: string; type: string },
+): Promise<boolean> {
+  if (!principal.admin) {
+    const rows = await grantsFor(db, principal);
+    const granted = rows.some(
+      (row) =>
+        (JSON.parse(row.actions) as Action[]).includes("manage") &&
+        selectsRepository(JSON.parse(row.repositories) as string[], repository) &&
+        (JSON.parse(row.include_patterns) as string[]).includes("**") &&
+        (JSON.parse(row.exclude_patterns) as string[]).length === 0,
+    );
+    if (!granted) return false;
+  }
+  const effective: EffectivePermissions = new Map([["manage", []]]);
+  return narrowToTokenScope(effective, principal.tokenScope, repository.key).has("manage");
 }
 
 async function grantsFor(db: D1Database, principal: Principal): Promise<GrantRow[]> {

@@ -14,19 +14,29 @@ import { findUserById, userPrincipal } from "./users";
 export const refreshTokenLifetimeDays = 30;
 
 /**
- * `GET /v2/token`: the Docker token endpoint. Basic credentials (a password
- * or an access token) or none for the anonymous user; each `scope` is granted
- * as far as the user's permissions reach, never refused for asking too much.
+ * `GET /v2/token`: the Docker token endpoint. Basic credentials (a password,
+ * an access token or an OpenID Connect ID token) or none for the anonymous
+ * user; each `scope` is granted as far as the user's permissions reach,
+ * never refused for asking too much.
  */
 export async function getToken(c: AppContext): Promise<Response> {
-  const { principal } = await authenticate(c);
+  const { principal, tokenAccess } = await authenticate(c);
   c.set("principal", principal);
+  // A registry token that could buy its successor would never expire, and
+  // would outlive the revocation of the access token it came from.
+  if (tokenAccess !== null) {
+    throw new RegistryError("UNAUTHORIZED", "a registry token cannot be exchanged for another; send Basic credentials or an access token");
+  }
   const url = new URL(c.req.url);
   const offline = url.searchParams.get("offline_token") === "true";
   return issue(c, principal, url.searchParams.getAll("scope"), offline);
 }
 
-/** `POST /v2/token`: the OAuth2 form with `grant_type=password` or `grant_type=refresh_token`. */
+/**
+ * `POST /v2/token`: the OAuth2 form with `grant_type=password` or
+ * `grant_type=refresh_token`. The password may be an access token or an
+ * OpenID Connect ID token.
+ */
 export async function postToken(c: AppContext): Promise<Response> {
   const form = await readForm(c);
   const scopes = form.getAll("scope").flatMap((value) =>
@@ -60,9 +70,10 @@ async function issue(c: AppContext, principal: Principal, rawScopes: string[], o
   }
 
   const now = Date.now();
+  const principalClaims = { token_scope: principal.tokenScope ?? undefined, oidc_group: principal.oidcGroup };
   const token = await signRegistryToken(
     keys,
-    { issuer: c.env.TOKEN_ISSUER, audience: serviceName(c), subject: principal.name, access },
+    { issuer: c.env.TOKEN_ISSUER, audience: serviceName(c), subject: principal.name, access, principal: principalClaims },
     now,
   );
   const body: Record<string, unknown> = {
@@ -71,7 +82,9 @@ async function issue(c: AppContext, principal: Principal, rawScopes: string[], o
     expires_in: tokenLifetimeSeconds,
     issued_at: new Date(now).toISOString(),
   };
-  if (offline && principal.kind === "user") body.refresh_token = await createRefreshToken(c, principal);
+  // A refresh token carries the user's full permissions for 30 days, so only a
+  // password login gets one: never a narrower access token or a short-lived ID token.
+  if (offline && principal.via === "password") body.refresh_token = await createRefreshToken(c, principal);
   return c.json(body);
 }
 

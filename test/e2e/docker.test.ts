@@ -2,7 +2,17 @@ import { randomBytes } from "node:crypto";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DockerEngine, fetchManifest, listTags, makeTempDir, removeTempDir, requireTools, sha256Digest, WranglerDev } from "./harness.ts";
+import {
+  authorizationHeaders,
+  DockerEngine,
+  fetchManifest,
+  listTags,
+  makeTempDir,
+  removeTempDir,
+  requireTools,
+  sha256Digest,
+  WranglerDev,
+} from "./harness.ts";
 import { printLogsOnFailure } from "./failure-logs.ts";
 
 const imageName = "docker-local/e2e/docker-three-layers";
@@ -16,6 +26,7 @@ beforeAll(async () => {
   requireTools("npx", "dockerd", "docker");
   registry = await WranglerDev.start();
   engine = await DockerEngine.start();
+  await engine.login(registry.host, registry.adminCredentials);
   contextDir = await makeTempDir("docker-build");
 });
 
@@ -57,7 +68,7 @@ describe("Docker Engine against wrangler dev", () => {
     expect(pushed, push.stdout).not.toBeNull();
     manifestDigest = pushed![1]!;
 
-    const manifest = await fetchManifest(registry!.url, imageName, "v1");
+    const manifest = await fetchManifest(registry!.url, imageName, "v1", registry!.adminCredentials);
     expect(manifest.status).toBe(200);
     expect(manifest.digestHeader).toBe(manifestDigest);
     expect(sha256Digest(manifest.bytes)).toBe(manifestDigest);
@@ -68,7 +79,9 @@ describe("Docker Engine against wrangler dev", () => {
     expect(largest.size).toBeGreaterThan(10 * MiB);
 
     // The registry must return exactly the bytes of the multipart-uploaded layer.
-    const blob = await fetch(`${registry!.url}/v2/${imageName}/blobs/${largest.digest}`);
+    const blob = await fetch(`${registry!.url}/v2/${imageName}/blobs/${largest.digest}`, {
+      headers: authorizationHeaders(registry!.adminCredentials),
+    });
     expect(blob.status).toBe(200);
     expect(sha256Digest(Buffer.from(await blob.arrayBuffer()))).toBe(largest.digest);
   });
@@ -90,8 +103,8 @@ describe("Docker Engine against wrangler dev", () => {
     const push = await engine!.docker(["push", reference("v2")]);
 
     expect(push.stdout).toContain(`v2: digest: ${manifestDigest}`);
-    expect(await listTags(registry!.url, imageName)).toEqual(["v1", "v2"]);
-    const second = await fetchManifest(registry!.url, imageName, "v2");
+    expect(await listTags(registry!.url, imageName, registry!.adminCredentials)).toEqual(["v1", "v2"]);
+    const second = await fetchManifest(registry!.url, imageName, "v2", registry!.adminCredentials);
     expect(second.digestHeader).toBe(manifestDigest);
   });
 

@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { findExecutable, makeTempDir, MissingToolError, removeTempDir, requireTools, Service, tools, waitUntil } from "./harness.ts";
+import { findExecutable, makeTempDir, MissingToolError, removeTempDir, requireTools, run, Service, tools, waitUntil } from "./harness.ts";
 
 describe("tool checks", () => {
   it("finds every tool the suite needs", () => {
@@ -18,6 +18,22 @@ describe("tool checks", () => {
 
   it("returns null for an unknown program", () => {
     expect(findExecutable("edge-registry-no-such-program")).toBeNull();
+  });
+});
+
+describe("run", () => {
+  it("writes input to stdin", async () => {
+    const result = await run("cat", [], { input: "line one\nline two" });
+
+    expect(result.code).toBe(0);
+    expect(result.stdout).toBe("line one\nline two");
+  });
+
+  it("closes stdin without input", async () => {
+    const result = await run("cat", [], { timeoutMs: 5_000 });
+
+    expect(result.timedOut).toBe(false);
+    expect(result.stdout).toBe("");
   });
 });
 

@@ -15,6 +15,7 @@ beforeAll(async () => {
   requireTools("npx", "podman");
   registry = await WranglerDev.start();
   podman = await Podman.create();
+  await podman.login(registry.host, registry.adminCredentials);
   contextDir = await makeTempDir("podman-build");
 });
 
@@ -58,7 +59,7 @@ describe("podman against wrangler dev", () => {
 
     await podman!.podman(["pull", "--tls-verify=false", reference(tag)]);
 
-    const manifest = await fetchManifest(registry!.url, imageName, tag);
+    const manifest = await fetchManifest(registry!.url, imageName, tag, registry!.adminCredentials);
     const configDigest = (JSON.parse(manifest.bytes.toString("utf8")) as { config: { digest: string } }).config.digest;
     const inspected = await podman!.podman(["image", "inspect", "--format", "{{.Id}} {{.Digest}}", reference(tag)]);
     const [pulledId, pulledDigest] = inspected.stdout.trim().split(" ");
@@ -82,7 +83,7 @@ describe("podman against wrangler dev", () => {
   it("pushes and pulls an OCI image with the same digest", async () => {
     const pushedDigest = await push("oci", "oci");
 
-    const manifest = await fetchManifest(registry!.url, imageName, "oci");
+    const manifest = await fetchManifest(registry!.url, imageName, "oci", registry!.adminCredentials);
     expect(manifest.contentType).toBe(mediaTypes.ociManifest);
     expect(sha256Digest(manifest.bytes)).toBe(pushedDigest);
 
@@ -96,7 +97,7 @@ describe("podman against wrangler dev", () => {
     await podman!.podman(["tag", reference("oci"), reference("built")]);
     const pushedDigest = await push("v2s2", "v2s2");
 
-    const manifest = await fetchManifest(registry!.url, imageName, "v2s2");
+    const manifest = await fetchManifest(registry!.url, imageName, "v2s2", registry!.adminCredentials);
     expect(manifest.contentType).toBe(mediaTypes.dockerManifest);
     expect(sha256Digest(manifest.bytes)).toBe(pushedDigest);
 
@@ -104,7 +105,7 @@ describe("podman against wrangler dev", () => {
   });
 
   it("pulls by digest", async () => {
-    const byTag = await fetchManifest(registry!.url, imageName, "oci");
+    const byTag = await fetchManifest(registry!.url, imageName, "oci", registry!.adminCredentials);
     const digest = byTag.digestHeader!;
     await podman!.podman(["rmi", "--all", "--force"]);
 

@@ -12,6 +12,7 @@ import {
   Skopeo,
   WranglerDev,
   writeOciLayout,
+  type Credentials,
   type GeneratedIndex,
 } from "./harness.ts";
 import { printLogsOnFailure } from "./failure-logs.ts";
@@ -23,9 +24,10 @@ let workDir: string | undefined;
 
 beforeAll(async () => {
   requireTools("npx", "skopeo", "referenceRegistry");
-  skopeo = new Skopeo();
   registry = await WranglerDev.start();
   reference = await ReferenceRegistry.start();
+  // The reference registry has no authentication, so skopeo gets no credentials for it.
+  skopeo = new Skopeo({ [registry.host]: registry.adminCredentials });
   workDir = await makeTempDir("reference");
 });
 
@@ -41,14 +43,21 @@ printLogsOnFailure(() => ({ "wrangler dev": registry, "docker-registry": referen
  * Checks through skopeo that `name:tag` on the registry at `host` is the
  * generated index, with its original digest. Each image manifest of the
  * index must be there by digest, and the registry must return the index
- * with its original media type.
+ * with its original media type. `credentials` are needed for wrangler dev.
  */
-async function expectIndexAt(registryUrl: string, host: string, name: string, tag: string, generated: GeneratedIndex): Promise<void> {
+async function expectIndexAt(
+  registryUrl: string,
+  host: string,
+  name: string,
+  tag: string,
+  generated: GeneratedIndex,
+  credentials?: Credentials,
+): Promise<void> {
   expect(await skopeo.manifestDigest(`docker://${host}/${name}:${tag}`)).toBe(generated.index.digest);
   for (const image of generated.images) {
     expect(await skopeo.manifestDigest(`docker://${host}/${name}@${image.manifest.digest}`)).toBe(image.manifest.digest);
   }
-  const fetched = await fetchManifest(registryUrl, name, tag);
+  const fetched = await fetchManifest(registryUrl, name, tag, credentials);
   expect(fetched.contentType).toBe(generated.index.mediaType);
 }
 
@@ -63,7 +72,7 @@ describe("skopeo between wrangler dev and docker-registry", () => {
     await expectIndexAt(reference!.url, reference!.host, "mirror/oci-index", "v1", generated);
 
     await skopeo.copy(`docker://${reference!.host}/mirror/oci-index:v1`, `docker://${registry!.host}/docker-local/e2e/oci-index-back:v1`);
-    await expectIndexAt(registry!.url, registry!.host, "docker-local/e2e/oci-index-back", "v1", generated);
+    await expectIndexAt(registry!.url, registry!.host, "docker-local/e2e/oci-index-back", "v1", generated, registry!.adminCredentials);
   });
 
   it("copies a Docker manifest list both ways unchanged", async () => {
@@ -75,7 +84,7 @@ describe("skopeo between wrangler dev and docker-registry", () => {
       `docker://${reference!.host}/origin/manifest-list:v1`,
       `docker://${registry!.host}/docker-local/e2e/manifest-list:v1`,
     );
-    await expectIndexAt(registry!.url, registry!.host, "docker-local/e2e/manifest-list", "v1", generated);
+    await expectIndexAt(registry!.url, registry!.host, "docker-local/e2e/manifest-list", "v1", generated, registry!.adminCredentials);
 
     await skopeo.copy(
       `docker://${registry!.host}/docker-local/e2e/manifest-list:v1`,

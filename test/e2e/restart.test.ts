@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   allContent,
+  authorizationHeaders,
   DockerEngine,
   fetchManifest,
   generateIndex,
@@ -33,9 +34,10 @@ let workDir: string | undefined;
 
 beforeAll(async () => {
   requireTools("npx", "dockerd", "docker", "skopeo");
-  skopeo = new Skopeo();
   registry = await WranglerDev.start();
+  skopeo = new Skopeo({ [registry.host]: registry.adminCredentials });
   engine = await DockerEngine.start();
+  await engine.login(registry.host, registry.adminCredentials);
   workDir = await makeTempDir("restart");
 });
 
@@ -66,14 +68,14 @@ describe("wrangler dev restart on the same persist folder", () => {
     imageId = await engine!.imageId(dockerReference("v1"));
     await engine!.docker(["push", dockerReference("v1")]);
     await engine!.docker(["push", dockerReference("stable")]);
-    dockerDigest = (await fetchManifest(registry!.url, dockerImage, "v1")).digestHeader!;
+    dockerDigest = (await fetchManifest(registry!.url, dockerImage, "v1", registry!.adminCredentials)).digestHeader!;
 
     generated = generateIndex({ format: "oci" });
     const layout = join(workDir!, "layout");
     await writeOciLayout(layout, allContent(generated), { v1: generated.index });
     await skopeo.copy(`oci:${layout}:v1`, `docker://${registry!.host}/${indexImage}:v1`);
 
-    catalogBefore = await listCatalog(registry!.url);
+    catalogBefore = await listCatalog(registry!.url, registry!.adminCredentials);
     expect(catalogBefore).toEqual(expect.arrayContaining([dockerImage, indexImage]));
     expect(dockerDigest).toMatch(/^sha256:[0-9a-f]{64}$/);
   });
@@ -84,19 +86,19 @@ describe("wrangler dev restart on the same persist folder", () => {
     await registry!.restart();
 
     expect(registry!.port).toBe(port);
-    const base = await fetch(`${registry!.url}/v2/`);
+    const base = await fetch(`${registry!.url}/v2/`, { headers: authorizationHeaders(registry!.adminCredentials) });
     expect(base.status).toBe(200);
   });
 
   it("keeps tags and the catalog", async () => {
-    expect(await listCatalog(registry!.url)).toEqual(catalogBefore);
-    expect(await listTags(registry!.url, dockerImage)).toEqual(["stable", "v1"]);
-    expect(await listTags(registry!.url, indexImage)).toEqual(["v1"]);
+    expect(await listCatalog(registry!.url, registry!.adminCredentials)).toEqual(catalogBefore);
+    expect(await listTags(registry!.url, dockerImage, registry!.adminCredentials)).toEqual(["stable", "v1"]);
+    expect(await listTags(registry!.url, indexImage, registry!.adminCredentials)).toEqual(["v1"]);
   });
 
   it("keeps manifests", async () => {
     for (const tag of ["v1", "stable"]) {
-      const manifest = await fetchManifest(registry!.url, dockerImage, tag);
+      const manifest = await fetchManifest(registry!.url, dockerImage, tag, registry!.adminCredentials);
       expect(manifest.status, `${dockerImage}:${tag}`).toBe(200);
       expect(sha256Digest(manifest.bytes), `${dockerImage}:${tag}`).toBe(dockerDigest);
     }
@@ -133,6 +135,6 @@ describe("wrangler dev restart on the same persist folder", () => {
     await engine!.docker(["tag", dockerReference("stable"), dockerReference("after-restart")]);
     await engine!.docker(["push", dockerReference("after-restart")]);
 
-    expect(await listTags(registry!.url, dockerImage)).toEqual(["after-restart", "stable", "v1"]);
+    expect(await listTags(registry!.url, dockerImage, registry!.adminCredentials)).toEqual(["after-restart", "stable", "v1"]);
   });
 });

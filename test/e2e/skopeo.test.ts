@@ -26,8 +26,8 @@ let workDir: string | undefined;
 
 beforeAll(async () => {
   requireTools("npx", "skopeo");
-  skopeo = new Skopeo();
   registry = await WranglerDev.start();
+  skopeo = new Skopeo({ [registry.host]: registry.adminCredentials });
   workDir = await makeTempDir("skopeo");
 });
 
@@ -54,7 +54,7 @@ describe("skopeo copy --all of a multi-architecture OCI index", () => {
     for (const image of generated.images) {
       expect(await skopeo.manifestDigest(remote(`@${image.manifest.digest}`))).toBe(image.manifest.digest);
     }
-    const index = await fetchManifest(registry!.url, imageName, "v1");
+    const index = await fetchManifest(registry!.url, imageName, "v1", registry!.adminCredentials);
     expect(index.contentType).toBe(generated.index.mediaType);
     expect(index.digestHeader).toBe(generated.index.digest);
   });
@@ -112,7 +112,7 @@ describe("skopeo delete", () => {
     const byTag = await skopeo.tryRawManifest(remote(":deleted"));
     expect(byTag.code).not.toBe(0);
     expect(byTag.stderr).toMatch(/manifest unknown/i);
-    expect(await listTags(registry!.url, imageName)).toEqual(["kept"]);
+    expect(await listTags(registry!.url, imageName, registry!.adminCredentials)).toEqual(["kept"]);
     expect(await skopeo.manifestDigest(remote(":kept"))).toBe(keptImage.manifest.digest);
   });
 });

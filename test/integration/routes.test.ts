@@ -2,7 +2,23 @@ import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
 import { errorBody, errorCodes, RegistryError, toRpcResult, unwrapRpcResult, type ErrorCode } from "../../src/errors";
 import { matchRoute, routes } from "../../src/routes";
-import { digestOf, expectRegistryError, openUpload, randomBytes, registryFetch, streamOf, uniqueImage, uploadBlob } from "./helpers";
+import { app } from "../../src/app";
+import { actions } from "../../src/auth/permissions";
+import { maxFailedLogins } from "../../src/auth/rate-limit";
+import { basicFor, createUser, uniqueAddress } from "./auth-fixtures";
+import {
+  adminPassword,
+  anonymousFetch,
+  basicAuthorization,
+  digestOf,
+  expectRegistryError,
+  openUpload,
+  randomBytes,
+  registryFetch,
+  streamOf,
+  uniqueImage,
+  uploadBlob,
+} from "./helpers";
 import { imageManifest, mediaTypes, oddlyFormatted, pushImage, pushImageBlobs, putManifestOk, utf8 } from "./manifest-helpers";
 
 type Method = "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE";
@@ -31,6 +47,18 @@ function routeCalls(
     base: {
       GET: async () => ({ path: "/v2/", status: 200 }),
       HEAD: async () => ({ path: "/v2/", init: { method: "HEAD" }, status: 200 }),
+    },
+    token: {
+      GET: async () => ({ path: `/v2/token?service=registry.test&scope=repository:${name}:pull`, status: 200 }),
+      POST: async () => ({
+        path: "/v2/token",
+        init: {
+          method: "POST",
+          headers: { "Content-Type": "application/x-www-form-urlencoded" },
+          body: new URLSearchParams({ grant_type: "password", username: "admin", password: adminPassword, service: "registry.test" }),
+        },
+        status: 200,
+      }),
     },
     catalog: { GET: async () => ({ path: "/v2/_catalog", status: 200 }) },
     tags: { GET: async () => ({ path: `/v2/${name}/tags/list`, status: 200 }) },
@@ -113,6 +141,47 @@ describe("route table coverage", () => {
       });
     }
   }
+});
+
+describe("route access rules", () => {
+  const knownAccess: readonly string[] = [...actions, "credentials", "public"];
+
+  for (const route of routes) {
+    for (const method of Object.keys(route.methods) as Method[]) {
+      it(`has a rule for ${method} ${route.name}`, () => {
+        const access = route.access[method];
+
+        expect(access, `${method} ${route.name} has no access rule`).toBeDefined();
+        expect(knownAccess).toContain(access);
+      });
+    }
+
+    it(`has no rule without a handler in ${route.name}`, () => {
+      const unhandled = Object.keys(route.access).filter((method) => !(method in route.methods));
+
+      expect(unhandled).toEqual([]);
+    });
+  }
+
+  it("makes only the token route public", () => {
+    const publicRoutes = routes.filter((route) => Object.values(route.access).includes("public")).map((route) => route.name);
+
+    expect(publicRoutes).toEqual(["token"]);
+  });
+
+  it("denies a method without a rule", async () => {
+    const catalog = routes.find((route) => route.name === "catalog")!;
+    const rule = catalog.access.GET;
+    delete catalog.access.GET;
+    try {
+      const response = await registryFetch("/v2/_catalog");
+
+      const error = await expectRegistryError(response, 403, "DENIED");
+      expect(error.message).toContain("no access rule");
+    } finally {
+      catalog.access.GET = rule;
+    }
+  });
 });
 
 describe("base endpoint", () => {
@@ -198,10 +267,6 @@ describe("admin routes with a wrong method", () => {
 describe("registered error codes", () => {
   const unreachable: Partial<Record<ErrorCode, string>> = {
     BLOB_UPLOAD_INVALID: "no handler throws it",
-    UNAUTHORIZED: "the registry has no authentication",
-    DENIED: "the registry has no authorisation",
-    TOOMANYREQUESTS: "the registry has no rate limit",
-    UNAVAILABLE: "no handler throws it",
   };
 
   /** A request that makes the registry send each reachable code, and the status the specification gives it. */
@@ -262,6 +327,31 @@ describe("registered error codes", () => {
           headers: { "Content-Type": mediaTypes.ociManifest },
           body: new Uint8Array(4 * 1024 * 1024 + 1).fill(0x20),
         }),
+    },
+    UNAUTHORIZED: { status: 401, request: async () => anonymousFetch(`/v2/${await imageName()}/tags/list`) },
+    DENIED: {
+      status: 403,
+      request: async () => {
+        const user = await createUser("no-grants");
+        return registryFetch(`/v2/${await imageName()}/tags/list`, { headers: { Authorization: basicFor(user) } });
+      },
+    },
+    TOOMANYREQUESTS: {
+      status: 429,
+      request: async () => {
+        const address = uniqueAddress();
+        const wrong = { headers: { Authorization: basicAuthorization("nobody", "wrong"), "CF-Connecting-IP": address } };
+        for (let attempt = 0; attempt < maxFailedLogins; attempt += 1) await registryFetch("/v2/", wrong);
+        return registryFetch("/v2/", wrong);
+      },
+    },
+    UNAVAILABLE: {
+      status: 503,
+      request: async () => {
+        // The same Worker with the TOKEN_SIGNING_KEY secret unset.
+        const unsigned = { ...env, TOKEN_SIGNING_KEY: undefined };
+        return app.fetch(new Request("http://registry.test/v2/token?service=registry.test"), unsigned);
+      },
     },
     UNSUPPORTED: { status: 405, request: async () => registryFetch("/v2/_catalog", { method: "POST" }) },
     NOT_FOUND: { status: 404, request: async () => registryFetch("/v2/docker-local/app/unknown/thing") },

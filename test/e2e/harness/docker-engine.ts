@@ -2,6 +2,7 @@ import { request } from "node:http";
 import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { makeTempDir, removeTempDir, run, runOk, Service, waitUntil, type RunOptions, type RunResult } from "./process.ts";
+import type { Credentials } from "./registry-client.ts";
 import { dockerClientPath, requireRoot, requireTools } from "./tools.ts";
 
 /**
@@ -75,6 +76,24 @@ export class DockerEngine {
   /** Like `docker` but returns the result whatever the exit status. */
   tryDocker(args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
     return run(this.cli, args, { ...options, env: { ...this.env, ...options.env } });
+  }
+
+  /**
+   * `docker login` to a registry with the password on stdin. The client
+   * stores the credentials in its config folder in this engine's temp folder.
+   */
+  login(registryHost: string, credentials: Credentials): Promise<RunResult> {
+    return this.docker(["login", "--username", credentials.username, "--password-stdin", registryHost], { input: credentials.password });
+  }
+
+  /** Like `login` but returns the result whatever the exit status, to check a failed login. */
+  tryLogin(registryHost: string, credentials: Credentials): Promise<RunResult> {
+    return this.tryDocker(["login", "--username", credentials.username, "--password-stdin", registryHost], { input: credentials.password });
+  }
+
+  /** `docker logout`, which removes the stored credentials of a registry. */
+  logout(registryHost: string): Promise<RunResult> {
+    return this.docker(["logout", registryHost]);
   }
 
   /** Returns the image id (`sha256:…`) of a local image. */

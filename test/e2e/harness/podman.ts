@@ -1,6 +1,7 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { makeTempDir, removeTempDir, run, runOk, type RunOptions, type RunResult } from "./process.ts";
+import type { Credentials } from "./registry-client.ts";
 import { requireTools } from "./tools.ts";
 
 /**
@@ -56,6 +57,18 @@ export class Podman {
   /** Like `podman` but returns the result whatever the exit status. */
   tryPodman(args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
     return run(this.#binary, [...this.globalArgs, ...args], { ...options, env: { ...this.env, ...options.env } });
+  }
+
+  /** `podman login` over plain http with the password on stdin; the credentials go to this client's auth.json. */
+  login(registryHost: string, credentials: Credentials): Promise<RunResult> {
+    return this.podman(["login", "--tls-verify=false", "--username", credentials.username, "--password-stdin", registryHost], {
+      input: credentials.password,
+    });
+  }
+
+  /** `podman logout`, which removes the stored credentials of a registry. */
+  logout(registryHost: string): Promise<RunResult> {
+    return this.podman(["logout", registryHost]);
   }
 
   async dispose(): Promise<void> {

@@ -11,6 +11,8 @@ export interface RunOptions {
   cwd?: string;
   /** Milliseconds before the command's process group is killed; 5 minutes when unset. */
   timeoutMs?: number;
+  /** Text written to the command's stdin, which is closed after it; stdin is closed at once when unset. */
+  input?: string;
 }
 
 export interface RunResult {
@@ -41,9 +43,10 @@ export class CommandError extends Error {
 }
 
 /**
- * Runs a command to completion with stdin closed and returns its output,
- * whatever its exit status. The command runs in its own process group so a
- * timeout kills its children too.
+ * Runs a command to completion and returns its output, whatever its exit
+ * status. Its stdin gets `options.input` and then end of file, or end of
+ * file at once when that is unset. The command runs in its own process
+ * group so a timeout kills its children too.
  */
 export function run(command: string, args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
   const commandLine = [command, ...args].map(quoteArgument).join(" ");
@@ -51,10 +54,13 @@ export function run(command: string, args: readonly string[], options: RunOption
     const child = spawn(command, args, {
       cwd: options.cwd,
       env: options.env ?? process.env,
-      stdio: ["ignore", "pipe", "pipe"],
+      stdio: ["pipe", "pipe", "pipe"],
       detached: true,
     });
     runningCommands.add(child);
+    // A command that exits without reading its input makes the write fail with EPIPE. Its exit status and output explain more.
+    child.stdin.on("error", () => {});
+    child.stdin.end(options.input ?? "");
     const stdout: Buffer[] = [];
     const stderr: Buffer[] = [];
     child.stdout.on("data", (chunk: Buffer) => stdout.push(chunk));
@@ -269,6 +275,17 @@ export async function answersWithStatus(url: string, status: number): Promise<bo
   const response = await fetch(url, { signal: AbortSignal.timeout(2_000) });
   await response.body?.cancel();
   return response.status === status;
+}
+
+/** Returns whether `GET url` gets any HTTP response within two seconds, so a server listens there. */
+export async function respondsToHttp(url: string): Promise<boolean> {
+  try {
+    const response = await fetch(url, { signal: AbortSignal.timeout(2_000) });
+    await response.body?.cancel();
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 const issuedPorts = new Set<number>();

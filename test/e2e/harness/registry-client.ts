@@ -1,12 +1,30 @@
 /**
  * A minimal client of the OCI Distribution API over plain http, for setting
  * up content and checking results without a container tool in between.
+ * Each function sends Basic credentials when it gets them, and no
+ * Authorization header otherwise.
  */
 import { allContent, manifestMediaTypes, type Content, type GeneratedIndex } from "./images.ts";
 
+/** A user name with a password or an access token, as clients send them in Basic authentication. */
+export interface Credentials {
+  username: string;
+  password: string;
+}
+
+/** Returns the value of an Authorization header with Basic credentials. */
+export function basicAuthorization(credentials: Credentials): string {
+  return `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString("base64")}`;
+}
+
+/** Returns the headers that carry `credentials`, or no headers for an anonymous request. */
+export function authorizationHeaders(credentials?: Credentials): Record<string, string> {
+  return credentials ? { Authorization: basicAuthorization(credentials) } : {};
+}
+
 /** Uploads a blob with a POST that opens a session and one PUT that carries the bytes and the digest. */
-export async function pushBlob(baseUrl: string, name: string, blob: Content): Promise<void> {
-  const opened = await fetch(`${baseUrl}/v2/${name}/blobs/uploads/`, { method: "POST" });
+export async function pushBlob(baseUrl: string, name: string, blob: Content, credentials?: Credentials): Promise<void> {
+  const opened = await fetch(`${baseUrl}/v2/${name}/blobs/uploads/`, { method: "POST", headers: authorizationHeaders(credentials) });
   await expectStatus(opened, 202, `POST ${name}/blobs/uploads/`);
   await opened.body?.cancel();
   const location = opened.headers.get("Location");
@@ -16,7 +34,7 @@ export async function pushBlob(baseUrl: string, name: string, blob: Content): Pr
   uploadUrl.searchParams.set("digest", blob.digest);
   const committed = await fetch(uploadUrl, {
     method: "PUT",
-    headers: { "Content-Type": "application/octet-stream" },
+    headers: { "Content-Type": "application/octet-stream", ...authorizationHeaders(credentials) },
     body: blob.bytes,
   });
   await expectStatus(committed, 201, `PUT blob ${blob.digest} to ${name}`);
@@ -24,10 +42,16 @@ export async function pushBlob(baseUrl: string, name: string, blob: Content): Pr
 }
 
 /** Stores a manifest under a tag or its digest. Returns the Docker-Content-Digest header. */
-export async function pushManifest(baseUrl: string, name: string, reference: string, manifest: Content): Promise<string | null> {
+export async function pushManifest(
+  baseUrl: string,
+  name: string,
+  reference: string,
+  manifest: Content,
+  credentials?: Credentials,
+): Promise<string | null> {
   const response = await fetch(`${baseUrl}/v2/${name}/manifests/${reference}`, {
     method: "PUT",
-    headers: { "Content-Type": manifest.mediaType },
+    headers: { "Content-Type": manifest.mediaType, ...authorizationHeaders(credentials) },
     body: manifest.bytes,
   });
   await expectStatus(response, 201, `PUT manifest ${name}:${reference}`);
@@ -36,13 +60,19 @@ export async function pushManifest(baseUrl: string, name: string, reference: str
 }
 
 /** Uploads every blob of the index, its image manifests by digest, then the index under `tag`. */
-export async function pushIndex(baseUrl: string, name: string, tag: string, generated: GeneratedIndex): Promise<void> {
+export async function pushIndex(
+  baseUrl: string,
+  name: string,
+  tag: string,
+  generated: GeneratedIndex,
+  credentials?: Credentials,
+): Promise<void> {
   for (const item of allContent(generated)) {
     if (item === generated.index) continue;
-    if (manifestMediaTypes.includes(item.mediaType)) await pushManifest(baseUrl, name, item.digest, item);
-    else await pushBlob(baseUrl, name, item);
+    if (manifestMediaTypes.includes(item.mediaType)) await pushManifest(baseUrl, name, item.digest, item, credentials);
+    else await pushBlob(baseUrl, name, item, credentials);
   }
-  await pushManifest(baseUrl, name, tag, generated.index);
+  await pushManifest(baseUrl, name, tag, generated.index, credentials);
 }
 
 export interface FetchedManifest {
@@ -53,8 +83,10 @@ export interface FetchedManifest {
 }
 
 /** `GET /v2/<name>/manifests/<reference>` accepting every manifest media type. */
-export async function fetchManifest(baseUrl: string, name: string, reference: string): Promise<FetchedManifest> {
-  const response = await fetch(`${baseUrl}/v2/${name}/manifests/${reference}`, { headers: { Accept: manifestMediaTypes.join(", ") } });
+export async function fetchManifest(baseUrl: string, name: string, reference: string, credentials?: Credentials): Promise<FetchedManifest> {
+  const response = await fetch(`${baseUrl}/v2/${name}/manifests/${reference}`, {
+    headers: { Accept: manifestMediaTypes.join(", "), ...authorizationHeaders(credentials) },
+  });
   return {
     status: response.status,
     contentType: response.headers.get("Content-Type"),
@@ -64,16 +96,16 @@ export async function fetchManifest(baseUrl: string, name: string, reference: st
 }
 
 /** Returns the tags of an image from `GET /v2/<name>/tags/list`. */
-export async function listTags(baseUrl: string, name: string): Promise<string[]> {
-  const response = await fetch(`${baseUrl}/v2/${name}/tags/list`);
+export async function listTags(baseUrl: string, name: string, credentials?: Credentials): Promise<string[]> {
+  const response = await fetch(`${baseUrl}/v2/${name}/tags/list`, { headers: authorizationHeaders(credentials) });
   await expectStatus(response, 200, `GET ${name}/tags/list`);
   const body = (await response.json()) as { tags: string[] | null };
   return body.tags ?? [];
 }
 
 /** Returns the image names from `GET /v2/_catalog`. */
-export async function listCatalog(baseUrl: string): Promise<string[]> {
-  const response = await fetch(`${baseUrl}/v2/_catalog`);
+export async function listCatalog(baseUrl: string, credentials?: Credentials): Promise<string[]> {
+  const response = await fetch(`${baseUrl}/v2/_catalog`, { headers: authorizationHeaders(credentials) });
   await expectStatus(response, 200, "GET _catalog");
   const body = (await response.json()) as { repositories: string[] | null };
   return body.repositories ?? [];

@@ -1,6 +1,8 @@
+import { generateKeyPairSync } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { join } from "node:path";
-import { answersWithStatus, freePort, makeTempDir, removeTempDir, runOk, Service, waitUntil } from "./process.ts";
+import { freePort, makeTempDir, removeTempDir, respondsToHttp, runOk, Service, waitUntil } from "./process.ts";
+import { authorizationHeaders, type Credentials } from "./registry-client.ts";
 import { requireTools } from "./tools.ts";
 
 /** The repository root, which contains wrangler.toml. */
@@ -13,20 +15,36 @@ export interface WranglerDevOptions {
   port?: number;
   /** Values for `--var`, overriding wrangler.toml's [vars], such as { UPLOAD_PART_SIZE_MIB: "5" }. */
   vars?: Record<string, string>;
-  /** Milliseconds to wait for `GET /v2/` to return 200; 120 s when unset. */
+  /** Password of the `admin` user that the first request creates; `e2eAdminPassword` when unset. */
+  adminPassword?: string;
+  /** Milliseconds to wait for `GET /v2/` to get a response; 120 s when unset. */
   startTimeoutMs?: number;
 }
 
+/** The administrator password that `WranglerDev` gives the registry when `adminPassword` is unset. */
+export const e2eAdminPassword = "e2e-admin-password";
+
 /**
  * `wrangler dev` of this project on 127.0.0.1. `start` applies the D1
- * migrations to the persist folder, then starts wrangler and waits until
- * `GET /v2/` returns 200. `stop` and a later `start` reuse the same port and
- * persist folder, so everything stored survives a restart.
+ * migrations to the persist folder, then starts wrangler with the
+ * ADMIN_PASSWORD and TOKEN_SIGNING_KEY secrets, waits until it responds and
+ * checks that `GET /v2/` with the administrator's credentials returns 200.
+ * The first request creates the administrator. `stop` and a later
+ * `start` reuse the same port, persist folder and secrets, so everything
+ * stored survives a restart.
+ *
+ * The secrets go to wrangler as `--var` options, which take precedence over
+ * the project's .dev.vars in wrangler 4.157 and keep the newlines of the PEM
+ * key. So a fresh clone needs no .dev.vars, and a developer's own one does
+ * not change the secrets that the tests use.
  */
 export class WranglerDev {
   readonly port: number;
   readonly persistDir: string;
+  readonly adminCredentials: Credentials;
   readonly #vars: Record<string, string>;
+  /** PKCS#8 PEM of a P-256 key made for this server, the TOKEN_SIGNING_KEY secret. */
+  readonly #signingKey: string;
   readonly #startTimeoutMs: number;
   /** Whether `dispose` deletes the persist folder, because this object created it. */
   readonly #ownsPersistDir: boolean;
@@ -38,6 +56,8 @@ export class WranglerDev {
     this.persistDir = persistDir;
     this.#ownsPersistDir = ownsPersistDir;
     this.#vars = options.vars ?? {};
+    this.adminCredentials = { username: "admin", password: options.adminPassword ?? e2eAdminPassword };
+    this.#signingKey = generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey.export({ type: "pkcs8", format: "pem" }).toString();
     this.#startTimeoutMs = options.startTimeoutMs ?? 120_000;
   }
 
@@ -83,29 +103,45 @@ export class WranglerDev {
     const inspectorPort = await freePort();
     const args = ["wrangler", "dev", "--port", String(this.port), "--ip", "127.0.0.1", "--persist-to", this.persistDir];
     args.push("--inspector-port", String(inspectorPort), "--show-interactive-dev-session=false");
-    for (const [name, value] of Object.entries(this.#vars)) args.push("--var", `${name}:${value}`);
+    const vars = { ADMIN_PASSWORD: this.adminCredentials.password, TOKEN_SIGNING_KEY: this.#signingKey, ...this.#vars };
+    for (const [name, value] of Object.entries(vars)) args.push("--var", `${name}:${value}`);
 
     const logFile = join(this.persistDir, `wrangler-dev.${this.#starts}.log`);
     this.#service = new Service(`wrangler dev on ${this.host}`, "npx", args, { cwd: projectDir, env, logFile });
     try {
       const service = this.#service;
-      await waitUntil(`GET ${this.url}/v2/ returns 200`, () => answersWithStatus(`${this.url}/v2/`, 200), {
+      await waitUntil(`GET ${this.url}/v2/ gets a response`, () => respondsToHttp(`${this.url}/v2/`), {
         timeoutMs: this.#startTimeoutMs,
         service,
         // On a build error wrangler dev keeps running and waits for a file change.
         failure: () => (service.logTail(200).includes("Build failed") ? "wrangler dev failed to build the Worker" : null),
       });
+      await this.#checkAdministratorLogin();
     } catch (error) {
       await this.#service.stop();
       throw error;
     }
   }
 
+  /**
+   * Raises unless `GET /v2/` with the administrator's credentials returns
+   * 200. It sends one request rather than polling, because the registry
+   * rejects every login of a user for 15 minutes after ten failed ones.
+   */
+  async #checkAdministratorLogin(): Promise<void> {
+    const response = await fetch(`${this.url}/v2/`, { headers: authorizationHeaders(this.adminCredentials) });
+    const body = await response.text();
+    if (response.status !== 200) {
+      throw new Error(
+        `GET ${this.url}/v2/ as ${this.adminCredentials.username} returned ${response.status}, expected 200: ${body.slice(0, 500)}. ` +
+          `Check that wrangler dev gets the ADMIN_PASSWORD secret and that ${this.persistDir} holds no administrator with another password.`,
+      );
+    }
+  }
+
   async stop(): Promise<void> {
     await this.#service?.stop();
-    await waitUntil(`port ${this.port} is closed`, async () => !(await answersWithStatus(`${this.url}/v2/`, 200).catch(() => false)), {
-      timeoutMs: 10_000,
-    });
+    await waitUntil(`port ${this.port} is closed`, async () => !(await respondsToHttp(`${this.url}/v2/`)), { timeoutMs: 10_000 });
   }
 
   async restart(): Promise<void> {
