@@ -27,8 +27,8 @@ const name = "(?<name>[^?#]+?)";
  */
 export const routes: Route[] = [
   { name: "base", pattern: /^\/v2\/?$/, methods: { GET: base.check, HEAD: base.check } },
-  { name: "catalog", pattern: /^\/v2\/_catalog$/, methods: { GET: catalog.list } },
-  { name: "tags", pattern: new RegExp(`^/v2/${name}/tags/list$`), methods: { GET: tags.list } },
+  { name: "catalog", pattern: /^\/v2\/_catalog$/, methods: { GET: catalog.list, HEAD: catalog.list } },
+  { name: "tags", pattern: new RegExp(`^/v2/${name}/tags/list$`), methods: { GET: tags.list, HEAD: tags.list } },
   {
     name: "manifest",
     pattern: new RegExp(`^/v2/${name}/manifests/(?<reference>[^/]+)$`),
@@ -45,7 +45,11 @@ export const routes: Route[] = [
     pattern: new RegExp(`^/v2/${name}/blobs/(?<digest>[^/]+)$`),
     methods: { GET: blobs.get, HEAD: blobs.get, DELETE: blobs.remove },
   },
-  { name: "referrers", pattern: new RegExp(`^/v2/${name}/referrers/(?<digest>[^/]+)$`), methods: { GET: referrers.list } },
+  {
+    name: "referrers",
+    pattern: new RegExp(`^/v2/${name}/referrers/(?<digest>[^/]+)$`),
+    methods: { GET: referrers.list, HEAD: referrers.list },
+  },
 ];
 
 export type RouteMatch = { route: Route; params: RouteParams };
