@@ -60,7 +60,8 @@ export class ImageStore extends DurableObject<Env> {
 
   /**
    * Stores a manifest's metadata and moves the tag, after checking that every
-   * referenced blob is linked and every child manifest exists in this image.
+   * referenced blob is linked with the size its descriptor declares and every
+   * child manifest exists in this image.
    * The manifest bytes are already in R2 under their digest.
    */
   async putManifest(write: ManifestWrite): Promise<RpcResult<void>> {
@@ -170,43 +171,58 @@ export class ImageStore extends DurableObject<Env> {
     await this.env.DB.prepare("INSERT INTO blob_links (image_id, digest) VALUES (?, ?) ON CONFLICT DO NOTHING").bind(imageId, digest).run();
   }
 
-  /** Checks references before anything is written, so a rejected manifest leaves no rows behind. */
+  /**
+   * Checks references before anything is written, so a rejected manifest
+   * leaves no rows behind. One query per batch of digests reads the links and
+   * the stored blob sizes together.
+   */
   async #assertReferencesExist(imageId: number | null, manifest: ParsedManifest): Promise<void> {
-    const linkedBlobs = await this.#existingDigests(
-      "SELECT digest FROM blob_links WHERE image_id = ? AND digest IN",
+    const linkedBlobs = await this.#rowsByDigest<{ digest: string; size: number }>(
+      "SELECT l.digest, b.size FROM blob_links l JOIN blobs b ON b.digest = l.digest WHERE l.image_id = ? AND l.digest IN",
       imageId,
       manifest.blobDigests,
     );
-    const missingBlob = manifest.blobDigests.find((digest) => !linkedBlobs.has(digest));
+    const storedSizes = new Map(linkedBlobs.map((row) => [row.digest, row.size]));
+    const missingBlob = manifest.blobDigests.find((digest) => !storedSizes.has(digest));
     if (missingBlob) {
       throw new RegistryError("MANIFEST_BLOB_UNKNOWN", `blob ${missingBlob} is not in this repository`, { digest: missingBlob });
     }
+    for (const descriptor of manifest.blobDescriptors) {
+      const storedSize = storedSizes.get(descriptor.digest)!;
+      if (descriptor.size === storedSize) continue;
+      throw new RegistryError(
+        "MANIFEST_INVALID",
+        `descriptor of blob ${descriptor.digest} has size ${descriptor.size}, but the stored blob has ${storedSize} bytes`,
+        { digest: descriptor.digest, size: descriptor.size, storedSize },
+      );
+    }
 
-    const children = await this.#existingDigests(
+    const children = await this.#rowsByDigest<{ digest: string }>(
       "SELECT digest FROM manifests WHERE image_id = ? AND digest IN",
       imageId,
       manifest.manifestDigests,
     );
-    const missingChild = manifest.manifestDigests.find((digest) => !children.has(digest));
+    const childDigests = new Set(children.map((row) => row.digest));
+    const missingChild = manifest.manifestDigests.find((digest) => !childDigests.has(digest));
     if (missingChild) {
-      throw new RegistryError("MANIFEST_UNKNOWN", `manifest ${missingChild} referenced by the index is not in this repository`, {
+      throw new RegistryError("MANIFEST_BLOB_UNKNOWN", `manifest ${missingChild} referenced by the index is not in this repository`, {
         digest: missingChild,
       });
     }
   }
 
   /** Runs `query` (ending in "IN") over the digests in batches that stay under D1's 100 bound parameters. */
-  async #existingDigests(query: string, imageId: number | null, digests: string[]): Promise<Set<string>> {
-    const found = new Set<string>();
-    if (imageId === null) return found;
+  async #rowsByDigest<Row>(query: string, imageId: number | null, digests: string[]): Promise<Row[]> {
+    const rows: Row[] = [];
+    if (imageId === null) return rows;
     for (let start = 0; start < digests.length; start += 90) {
       const batch = digests.slice(start, start + 90);
       const placeholders = batch.map(() => "?").join(", ");
       const { results } = await this.env.DB.prepare(`${query} (${placeholders})`)
         .bind(imageId, ...batch)
-        .all<{ digest: string }>();
-      for (const row of results) found.add(row.digest);
+        .all<Row>();
+      rows.push(...results);
     }
-    return found;
+    return rows;
   }
 }

@@ -3,7 +3,7 @@ import type { Env } from "../src/env";
 import { RegistryError, toRpcResult, type RpcResult } from "../src/errors";
 import { log } from "../src/log";
 import { BlobHasher, type ChecksumState, type Checksums } from "../src/storage/hashing";
-import { maxParts, minPartSize, PartAssembler, type UploadedPart } from "../src/storage/part-assembler";
+import { assertRoomForPart, minPartSize, PartAssembler, type UploadedPart } from "../src/storage/part-assembler";
 
 /** What an upload session keeps in Durable Object storage between requests. */
 interface SessionState {
@@ -59,8 +59,8 @@ export class UploadSession extends DurableObject<Env> {
   /** Set while a request streams bytes; a second one is rejected meanwhile. */
   #busy = false;
 
-  /** Opens the session for an image name. */
-  async open(name: string, sessionId: string): Promise<void> {
+  /** Opens the session for an image name. Returns its part size in bytes. */
+  async open(name: string, sessionId: string): Promise<number> {
     const partSize = Math.max(minPartSize, Number(this.env.UPLOAD_PART_SIZE_MIB) * 1024 * 1024 || minPartSize);
     const state: SessionState = {
       name,
@@ -76,6 +76,7 @@ export class UploadSession extends DurableObject<Env> {
     };
     await this.ctx.storage.put(stateKey, state);
     await this.#extendExpiry();
+    return partSize;
   }
 
   async status(name: string): Promise<RpcResult<SessionStatus>> {
@@ -182,9 +183,7 @@ export class UploadSession extends DurableObject<Env> {
     const parts = [...state.parts];
     let multipart = state.multipartUploadId ? this.env.BLOBS.resumeMultipartUpload(state.storageKey, state.multipartUploadId) : null;
     const uploadPart = async (bytes: Blob): Promise<void> => {
-      if (parts.length >= maxParts) {
-        throw new RegistryError("SIZE_INVALID", `blob exceeds ${maxParts} parts of ${state.partSize} bytes`);
-      }
+      assertRoomForPart(parts.length, state.partSize);
       multipart ??= await this.env.BLOBS.createMultipartUpload(state.storageKey);
       const uploaded = await multipart.uploadPart(parts.length + 1, bytes);
       parts.push({ partNumber: uploaded.partNumber, etag: uploaded.etag });
@@ -197,7 +196,7 @@ export class UploadSession extends DurableObject<Env> {
       let received = 0;
       const reader = request.body.getReader();
       for (;;) {
-        const { done, value } = await reader.read();
+        const { done, value } = await readBodyChunk(reader);
         if (done) break;
         received += value.byteLength;
         if (request.length !== null && received > request.length) {
@@ -243,6 +242,9 @@ export class UploadSession extends DurableObject<Env> {
   }
 
   async #complete(state: SessionState, expectedDigest: string): Promise<CommittedBlob> {
+    // The tail becomes one more part of the multipart upload.
+    if (state.multipartUploadId && state.tailLength > 0) assertRoomForPart(state.parts.length, state.partSize);
+
     const checksums: Checksums = new BlobHasher(state.checksums).finish();
     if (checksums.digest !== expectedDigest) {
       await this.#discard(state);
@@ -282,6 +284,18 @@ export class UploadSession extends DurableObject<Env> {
     } catch (error) {
       log.warn("aborting multipart upload failed", { storageKey, multipartUploadId, error: String(error) });
     }
+  }
+}
+
+/**
+ * Reads the next chunk of a request body. The read fails when the client
+ * disconnects before the body is complete, which becomes BLOB_UPLOAD_INVALID.
+ */
+async function readBodyChunk(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<ReadableStreamReadResult<Uint8Array>> {
+  try {
+    return await reader.read();
+  } catch {
+    throw new RegistryError("BLOB_UPLOAD_INVALID", "the request body ended before it was complete");
   }
 }
 

@@ -3,7 +3,9 @@ import type { ContentfulStatusCode } from "hono/utils/http-status";
 /**
  * Error codes of the OCI Distribution Specification 1.1 and the Docker
  * Registry HTTP API v2, each registered once with its HTTP status and the
- * default message. Call sites throw a code; only the error handler picks the
+ * default message. MANIFEST_TOO_LARGE, NOT_FOUND, INVALID_REQUEST, CONFLICT
+ * and INTERNAL_ERROR are this registry's own codes and appear in neither
+ * specification. Call sites throw a code; only the error handler picks the
  * status.
  */
 export const errorCodes = {

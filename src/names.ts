@@ -6,8 +6,11 @@ const namePattern = new RegExp(`^${componentPattern}(?:/${componentPattern})*$`)
 const componentRegex = new RegExp(`^${componentPattern}$`);
 const tagPattern = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
 
-/** Names must stay under 255 characters, as Docker's reference grammar requires. */
-export const maxNameLength = 254;
+/**
+ * Maximum name length in characters. distribution/reference sets
+ * NameTotalLengthMax to 255 and rejects only names longer than that.
+ */
+export const maxNameLength = 255;
 
 /** Hex length of each digest algorithm the registry accepts. */
 const digestHexLength: Record<string, number> = { sha256: 64, sha512: 128 };

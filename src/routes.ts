@@ -50,8 +50,18 @@ export const routes: Route[] = [
     methods: { GET: token.getToken, POST: token.postToken },
     access: { GET: "public", POST: "public" },
   },
-  { name: "catalog", pattern: /^\/v2\/_catalog$/, methods: { GET: catalog.list }, access: { GET: "credentials" } },
-  { name: "tags", pattern: new RegExp(`^/v2/${name}/tags/list$`), methods: { GET: tags.list }, access: { GET: "read" } },
+  {
+    name: "catalog",
+    pattern: /^\/v2\/_catalog$/,
+    methods: { GET: catalog.list, HEAD: catalog.list },
+    access: { GET: "credentials", HEAD: "credentials" },
+  },
+  {
+    name: "tags",
+    pattern: new RegExp(`^/v2/${name}/tags/list$`),
+    methods: { GET: tags.list, HEAD: tags.list },
+    access: { GET: "read", HEAD: "read" },
+  },
   {
     name: "manifest",
     pattern: new RegExp(`^/v2/${name}/manifests/(?<reference>[^/]+)$`),
@@ -79,8 +89,8 @@ export const routes: Route[] = [
   {
     name: "referrers",
     pattern: new RegExp(`^/v2/${name}/referrers/(?<digest>[^/]+)$`),
-    methods: { GET: referrers.list },
-    access: { GET: "read" },
+    methods: { GET: referrers.list, HEAD: referrers.list },
+    access: { GET: "read", HEAD: "read" },
   },
 ];
 

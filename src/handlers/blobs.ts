@@ -5,7 +5,7 @@ import type { RouteParams } from "../routes";
 import { findLinkedBlob } from "../storage/metadata";
 import { etagOf, imageStore, resolveImage } from "./shared";
 
-/** `GET` and `HEAD /v2/<name>/blobs/<digest>`, with single byte ranges. */
+/** `GET` and `HEAD /v2/<name>/blobs/<digest>`, with single byte ranges and If-Range. */
 export async function get(c: AppContext, params: RouteParams): Promise<Response> {
   const image = await resolveImage(c, params.name);
   const digest = parseDigestFromPath(params.digest ?? "");
@@ -14,7 +14,7 @@ export async function get(c: AppContext, params: RouteParams): Promise<Response>
   const blob = await findLinkedBlob(c.env.DB, image.full, digest);
   if (!blob) throw new RegistryError("BLOB_UNKNOWN", `blob ${digest} is not in repository ${image.full}`, { digest });
 
-  const range = parseRange(c.req.header("Range") ?? null, blob.size);
+  const range = ifRangeMatches(c.req.header("If-Range") ?? null, digest) ? parseRange(c.req.header("Range") ?? null, blob.size) : null;
   const headers = new Headers({
     "Content-Type": "application/octet-stream",
     "Docker-Content-Digest": digest,
@@ -43,6 +43,15 @@ export async function remove(c: AppContext, params: RouteParams): Promise<Respon
   const removed = unwrapRpcResult(await imageStore(c, image).unlinkBlob(image.full, digest));
   if (!removed) throw new RegistryError("BLOB_UNKNOWN", `blob ${digest} is not in repository ${image.full}`, { digest });
   return new Response(null, { status: 202, headers: { "Content-Length": "0" } });
+}
+
+/**
+ * Returns whether Range applies under If-Range (RFC 9110 section 13.1.5).
+ * Only the blob's own strong ETag matches. A date never does, because blobs
+ * send no Last-Modified, so the whole blob is sent instead of the range.
+ */
+function ifRangeMatches(ifRange: string | null, digest: string): boolean {
+  return ifRange === null || ifRange.trim() === etagOf(digest);
 }
 
 interface ByteRange {

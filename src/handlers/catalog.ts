@@ -9,7 +9,7 @@ import { pageResponse, parsePage } from "./shared";
 const catalogBatchSize = 1000;
 
 /**
- * `GET /v2/_catalog`: the image names the caller may read, in byte order,
+ * `GET` and `HEAD /v2/_catalog`: the image names the caller may read, in byte order,
  * paginated with `n` and `last`. A registry token must grant `registry:catalog:*`.
  */
 export async function list(c: AppContext): Promise<Response> {

@@ -35,15 +35,15 @@ export interface Page {
   last: string;
 }
 
-/** Reads `n` and `last`. A missing `n` means the largest page. */
-export function parsePage(c: AppContext): Page {
+/** Reads `n` and `last`. A missing `n` means the largest page, and a larger one is lowered to `maxLimit`. */
+export function parsePage(c: AppContext, maxLimit: number = maxPageSize): Page {
   const rawLimit = c.req.query("n");
   const last = c.req.query("last") ?? "";
-  if (rawLimit === undefined || rawLimit === "") return { limit: maxPageSize, last };
+  if (rawLimit === undefined || rawLimit === "") return { limit: maxLimit, last };
   if (!/^\d+$/.test(rawLimit)) {
     throw new RegistryError("PAGINATION_NUMBER_INVALID", "n must be a non-negative integer", { n: rawLimit });
   }
-  return { limit: Math.min(Number(rawLimit), maxPageSize), last };
+  return { limit: Math.min(Number(rawLimit), maxLimit), last };
 }
 
 /**
@@ -58,7 +58,14 @@ export function pageResponse(c: AppContext, page: Page, items: string[], body: (
     const next = new URLSearchParams({ n: String(page.limit), last: visible[visible.length - 1]! });
     headers.set("Link", `<${url.pathname}?${next.toString()}>; rel="next"`);
   }
-  return new Response(JSON.stringify(body(visible)), { status: 200, headers });
+  return jsonResponse(c, JSON.stringify(body(visible)), headers);
+}
+
+/** Builds a 200 response with a JSON body and its Content-Length. A HEAD request gets the same headers and no body. */
+export function jsonResponse(c: AppContext, body: string, headers: Headers): Response {
+  const bytes = new TextEncoder().encode(body);
+  headers.set("Content-Length", String(bytes.byteLength));
+  return new Response(c.req.method === "HEAD" ? null : bytes, { status: 200, headers });
 }
 
 /** Formats a digest as a strong ETag. */

@@ -4,7 +4,7 @@ import { imageExists, listTags } from "../storage/metadata";
 import type { RouteParams } from "../routes";
 import { pageResponse, parsePage, resolveImage } from "./shared";
 
-/** `GET /v2/<name>/tags/list`: tag names in byte order, paginated with `n` and `last`. */
+/** `GET` and `HEAD /v2/<name>/tags/list`: tag names in byte order, paginated with `n` and `last`. */
 export async function list(c: AppContext, params: RouteParams): Promise<Response> {
   const image = await resolveImage(c, params.name);
   const page = parsePage(c);

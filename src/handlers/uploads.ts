@@ -1,7 +1,8 @@
 import { formatRange } from "../../durable-objects/upload-session";
 import { allows } from "../auth/authorize";
 import { addLogFields, type AppContext } from "../context";
-import { RegistryError, unwrapRpcResult } from "../errors";
+import { RegistryError, unwrapRpcResult, type RpcResult } from "../errors";
+import { log } from "../log";
 import { parseDigest, parseImageName, type ImageName } from "../names";
 import type { RouteParams } from "../routes";
 import { findLinkedBlob } from "../storage/metadata";
@@ -30,16 +31,22 @@ export async function start(c: AppContext, params: RouteParams): Promise<Respons
   const uploadId = crypto.randomUUID();
   addLogFields(c, { uploadId });
   const session = uploadSession(c, uploadId);
-  await session.open(image.full, uploadId);
+  const partSize = await session.open(image.full, uploadId);
 
   if (digest !== undefined) {
-    const committed = unwrapRpcResult(
+    const committed = unwrapSessionResult(
+      c,
       await session.commit({ name: image.full, body: c.req.raw.body, start: null, length: declaredLength(c), digest }),
     );
     unwrapRpcResult(await imageStore(c, image).linkUploadedBlob(image.full, image.repositoryKey, committed));
     return blobCreated(image, committed.digest);
   }
-  return uploadAccepted(image, uploadId, 0);
+
+  // Every PATCH rewrites the bytes that have not yet filled a part, so many
+  // chunks smaller than a part rewrite the same bytes many times.
+  const response = uploadAccepted(image, uploadId, 0);
+  response.headers.set("OCI-Chunk-Min-Length", String(partSize));
+  return response;
 }
 
 /** `GET /v2/<name>/blobs/uploads/<id>`: the session's progress. */
@@ -59,7 +66,8 @@ export async function append(c: AppContext, params: RouteParams): Promise<Respon
     throw new RegistryError("RANGE_INVALID", `Content-Range ${range.start}-${range.end} does not match Content-Length ${length}`);
   }
 
-  const current = unwrapRpcResult(
+  const current = unwrapSessionResult(
+    c,
     await uploadSession(c, uploadId).append({
       name: image.full,
       body: c.req.raw.body,
@@ -79,7 +87,8 @@ export async function commit(c: AppContext, params: RouteParams): Promise<Respon
   addLogFields(c, { digest });
 
   const range = parseContentRange(c.req.header("Content-Range") ?? null);
-  const committed = unwrapRpcResult(
+  const committed = unwrapSessionResult(
+    c,
     await uploadSession(c, uploadId).commit({
       name: image.full,
       body: c.req.raw.body,
@@ -88,6 +97,9 @@ export async function commit(c: AppContext, params: RouteParams): Promise<Respon
       digest,
     }),
   );
+  // NOTE: a session outlives a delete of its repository, so when a repository
+  // with the same key is created before the session expires, the blob is
+  // linked into the new repository.
   unwrapRpcResult(await imageStore(c, image).linkUploadedBlob(image.full, image.repositoryKey, committed));
   return blobCreated(image, committed.digest);
 }
@@ -106,6 +118,18 @@ async function resolveSession(c: AppContext, params: RouteParams): Promise<{ ima
   if (!uploadIdPattern.test(uploadId))
     throw new RegistryError("BLOB_UPLOAD_UNKNOWN", "upload id is not one this registry issued", { uploadId });
   return { image, uploadId };
+}
+
+/**
+ * Returns the value of an append or commit, or throws its error. A body that
+ * ended early, usually because the client disconnected, is logged at level
+ * warn with the request's ids, because that client never reads the response.
+ */
+function unwrapSessionResult<T>(c: AppContext, result: RpcResult<T>): T {
+  if (!result.ok && result.error.code === "BLOB_UPLOAD_INVALID") {
+    log.warn("upload request body ended early", { requestId: c.get("requestId"), ...c.get("logFields"), error: result.error.message });
+  }
+  return unwrapRpcResult(result);
 }
 
 function uploadSession(c: AppContext, uploadId: string) {

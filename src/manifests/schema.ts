@@ -64,6 +64,12 @@ const indexSchema = z.object({
   annotations: annotationsSchema.optional(),
 });
 
+/** The digest and declared size of a config or layer descriptor. */
+export interface BlobDescriptor {
+  digest: string;
+  size: number;
+}
+
 /** The facts about a manifest that the registry stores and indexes. */
 export interface ParsedManifest {
   mediaType: ManifestMediaType;
@@ -73,6 +79,8 @@ export interface ParsedManifest {
   annotations: Record<string, string> | null;
   /** Config and layer digests that must be linked to the image. */
   blobDigests: string[];
+  /** Config and layer descriptors, whose sizes must match the blobs they name. */
+  blobDescriptors: BlobDescriptor[];
   /** Child manifest digests of an index that must exist in the image. */
   manifestDigests: string[];
 }
@@ -102,6 +110,7 @@ export function parseManifest(bytes: Uint8Array, contentType: string | null): Pa
       subjectDigest: index.subject?.digest ?? null,
       annotations: index.annotations ?? null,
       blobDigests: [],
+      blobDescriptors: [],
       manifestDigests: unique(index.manifests.map((descriptor) => descriptor.digest)),
     };
   }
@@ -114,6 +123,7 @@ export function parseManifest(bytes: Uint8Array, contentType: string | null): Pa
     subjectDigest: manifest.subject?.digest ?? null,
     annotations: manifest.annotations ?? null,
     blobDigests: unique([manifest.config.digest, ...layers.map((layer) => layer.digest)]),
+    blobDescriptors: [manifest.config, ...layers].map(({ digest, size }) => ({ digest, size })),
     manifestDigests: [],
   };
 }

@@ -1,7 +1,9 @@
 /**
  * D1 queries for repositories, images, blobs, manifests and tags. Every query
  * is parameterised; reads are called from the Worker, writes only from the
- * ImageStore Durable Object of the image they change.
+ * ImageStore Durable Object of the image they change. The exception is a
+ * repository delete in the admin API: it deletes the repository row, and D1
+ * cascades the delete to the rows of its images.
  */
 
 export interface RepositoryRow {
@@ -101,22 +103,27 @@ export async function listImages(db: D1Database, last: string, limit: number): P
   return results.map((row) => row.name);
 }
 
-/** Lists manifests of the image whose subject is `subjectDigest`, optionally of one artifact type. */
+/**
+ * Lists manifests of the image whose subject is `subjectDigest`, optionally of
+ * one artifact type, in digest order after `after`, at most `limit` of them.
+ */
 export async function listReferrers(
   db: D1Database,
   imageName: string,
   subjectDigest: string,
   artifactType: string | null,
+  after: string,
+  limit: number,
 ): Promise<ManifestRow[]> {
   const filter = artifactType === null ? "" : "AND m.artifact_type = ?";
   const statement = db.prepare(
     `SELECT m.digest, m.media_type, m.artifact_type, m.size, m.subject_digest, m.annotations
        FROM manifests m JOIN images i ON i.id = m.image_id
-      WHERE i.name = ? AND m.subject_digest = ? ${filter}
-      ORDER BY m.created_at, m.digest`,
+      WHERE i.name = ? AND m.subject_digest = ? AND m.digest > ? ${filter}
+      ORDER BY m.digest LIMIT ?`,
   );
-  const bound = artifactType === null ? statement.bind(imageName, subjectDigest) : statement.bind(imageName, subjectDigest, artifactType);
-  const { results } = await bound.all<ManifestRow>();
+  const parameters = artifactType === null ? [imageName, subjectDigest, after] : [imageName, subjectDigest, after, artifactType];
+  const { results } = await statement.bind(...parameters, limit).all<ManifestRow>();
   return results;
 }
 

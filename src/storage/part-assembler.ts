@@ -1,7 +1,18 @@
+import { RegistryError } from "../errors";
+
 /** R2 rejects multipart parts below 5 MiB, except the last part of an object. */
 export const minPartSize = 5 * 1024 * 1024;
 /** R2 allows at most this many parts in one multipart upload. */
 export const maxParts = 10_000;
+
+/**
+ * Throws SIZE_INVALID when a blob of `partCount` parts cannot take one more.
+ * `limit` defaults to R2's maximum; tests pass a small one.
+ */
+export function assertRoomForPart(partCount: number, partSize: number, limit: number = maxParts): void {
+  if (partCount < limit) return;
+  throw new RegistryError("SIZE_INVALID", `blob exceeds ${limit} parts of ${partSize} bytes`);
+}
 
 export interface UploadedPart {
   partNumber: number;

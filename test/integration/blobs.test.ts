@@ -149,6 +149,49 @@ describe("blob ranges", () => {
     expect(response.headers.get("Content-Range")).toBe("bytes */0");
   });
 
+  it("If-Range with the ETag returns 206", async () => {
+    for (const method of ["GET", "HEAD"]) {
+      const response = await registryFetch(blobPath(name, digest), {
+        method,
+        headers: { Range: "bytes=10-19", "If-Range": `"${digest}"` },
+      });
+
+      expect(response.status, method).toBe(206);
+      expect(response.headers.get("Content-Range"), method).toBe(`bytes 10-19/${size}`);
+      if (method === "GET") expect(await readBytes(response)).toEqual(bytes.subarray(10, 20));
+    }
+  });
+
+  const mismatchedValidators: [string, (digest: string) => string][] = [
+    ["another ETag", () => `"sha256:${"0".repeat(64)}"`],
+    ["the weak form of the ETag", (digest) => `W/"${digest}"`],
+    ["the digest without quotes", (digest) => digest],
+    ["a date", () => "Wed, 21 Oct 2015 07:28:00 GMT"],
+  ];
+
+  for (const [label, validator] of mismatchedValidators) {
+    it(`If-Range with ${label} returns whole blob`, async () => {
+      for (const method of ["GET", "HEAD"]) {
+        const headers = { Range: "bytes=10-19", "If-Range": validator(digest) };
+        const response = await registryFetch(blobPath(name, digest), { method, headers });
+
+        expect(response.status, method).toBe(200);
+        expect(response.headers.get("Content-Range"), method).toBeNull();
+        expect(response.headers.get("Content-Length"), method).toBe(String(size));
+        if (method === "GET") expect(await readBytes(response)).toEqual(bytes);
+      }
+    });
+  }
+
+  it("If-Range that does not match ignores an unsatisfiable range", async () => {
+    const response = await registryFetch(blobPath(name, digest), {
+      headers: { Range: "bytes=5000-6000", "If-Range": "Wed, 21 Oct 2015 07:28:00 GMT" },
+    });
+
+    expect(response.status).toBe(200);
+    expect(await readBytes(response)).toEqual(bytes);
+  });
+
   it("several ranges return whole blob", async () => {
     const response = await registryFetch(blobPath(name, digest), { headers: { Range: "bytes=0-1,5-6" } });
 

@@ -185,6 +185,45 @@ describe("manifest references", () => {
     await expectRegistryError(response, 400, "MANIFEST_BLOB_UNKNOWN");
   });
 
+  it("rejects a config whose size differs from the blob", async () => {
+    const name = uniqueImage("config-size");
+    const { config, layer } = await pushImageBlobs(name);
+    const wrong: Descriptor = { ...config, size: config.size + 1 };
+
+    const { response, digest } = await putManifest(name, "v1", oddlyFormatted(imageManifest(wrong, [layer])), mediaTypes.ociManifest);
+
+    const error = await expectRegistryError(response, 400, "MANIFEST_INVALID");
+    expect(error.message).toContain(config.digest);
+    expect(error.message).toContain(`size ${config.size + 1}`);
+    expect(error.message).toContain(`${config.size} bytes`);
+    expect(error.detail).toEqual({ digest: config.digest, size: config.size + 1, storedSize: config.size });
+    expect(await manifestRowExists(digest)).toBe(false);
+  });
+
+  it("rejects a layer whose size differs from the blob", async () => {
+    const name = uniqueImage("layer-size");
+    const { config, layer } = await pushImageBlobs(name);
+    const wrong: Descriptor = { ...layer, size: 0 };
+
+    const { response, digest } = await putManifest(name, "v1", oddlyFormatted(imageManifest(config, [wrong])), mediaTypes.ociManifest);
+
+    const error = await expectRegistryError(response, 400, "MANIFEST_INVALID");
+    expect(error.detail).toEqual({ digest: layer.digest, size: 0, storedSize: layer.size });
+    expect(await imageRowCounts(name)).toEqual({ images: 1, manifests: 0, tags: 0 });
+    expect(await manifestRowExists(digest)).toBe(false);
+  });
+
+  it("rejects a layer listed twice with one wrong size", async () => {
+    const name = uniqueImage("repeated-layer-size");
+    const { config, layer } = await pushImageBlobs(name);
+    const wrong: Descriptor = { ...layer, size: layer.size * 2 };
+
+    const { response } = await putManifest(name, "v1", oddlyFormatted(imageManifest(config, [layer, wrong])), mediaTypes.ociManifest);
+
+    const error = await expectRegistryError(response, 400, "MANIFEST_INVALID");
+    expect(error.detail).toEqual({ digest: layer.digest, size: layer.size * 2, storedSize: layer.size });
+  });
+
   it("accepts non-distributable layers with URLs that were never uploaded", async () => {
     const name = uniqueImage("foreign-layer");
     const { config, layer } = await pushImageBlobs(name);
@@ -206,7 +245,7 @@ describe("manifest references", () => {
 
     const { response, digest } = await putManifest(name, "v1", oddlyFormatted(indexManifest([child])), mediaTypes.ociIndex);
 
-    const error = await expectRegistryError(response, 404, "MANIFEST_UNKNOWN");
+    const error = await expectRegistryError(response, 400, "MANIFEST_BLOB_UNKNOWN");
     expect(error.detail).toEqual({ digest: child.digest });
     expect(await imageRowCounts(name)).toEqual({ images: 0, manifests: 0, tags: 0 });
     expect(await manifestRowExists(digest)).toBe(false);
@@ -219,7 +258,7 @@ describe("manifest references", () => {
 
     const { response } = await putManifest(name, "v1", oddlyFormatted(indexManifest([child])), mediaTypes.ociIndex);
 
-    await expectRegistryError(response, 404, "MANIFEST_UNKNOWN");
+    await expectRegistryError(response, 400, "MANIFEST_BLOB_UNKNOWN");
     expect(await imageRowCounts(name)).toEqual({ images: 0, manifests: 0, tags: 0 });
   });
 
@@ -231,7 +270,7 @@ describe("manifest references", () => {
 
     const { response, digest } = await putManifest(name, "list", bytes, mediaTypes.dockerManifestList);
 
-    await expectRegistryError(response, 404, "MANIFEST_UNKNOWN");
+    await expectRegistryError(response, 400, "MANIFEST_BLOB_UNKNOWN");
     expect(await manifestRowExists(digest)).toBe(false);
     expect(await imageRowCounts(name)).toEqual({ images: 1, manifests: 1, tags: 1 });
   });

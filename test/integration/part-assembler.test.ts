@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { PartAssembler } from "../../src/storage/part-assembler";
+import { RegistryError } from "../../src/errors";
+import { assertRoomForPart, maxParts, PartAssembler } from "../../src/storage/part-assembler";
 import { concatBytes, randomBytes } from "./helpers";
 
 interface AssemblyRecord {
@@ -96,5 +97,40 @@ describe("PartAssembler", () => {
 
     expect(parts).toHaveLength(0);
     expect(assembler.bufferedBytes).toBe(partSize - 1);
+  });
+});
+
+describe("part limit", () => {
+  /** Returns the error that `assertRoomForPart` throws, or null. */
+  function partLimitError(partCount: number, partSize: number, limit?: number): unknown {
+    try {
+      assertRoomForPart(partCount, partSize, limit);
+      return null;
+    } catch (error) {
+      return error;
+    }
+  }
+
+  it("allows a part below the limit", () => {
+    expect(partLimitError(2, 5, 3)).toBeNull();
+  });
+
+  it("rejects a part at the limit", () => {
+    const error = partLimitError(3, 5, 3);
+
+    expect(error).toBeInstanceOf(RegistryError);
+    expect((error as RegistryError).code).toBe("SIZE_INVALID");
+    expect((error as RegistryError).status).toBe(400);
+    expect((error as RegistryError).message).toBe("blob exceeds 3 parts of 5 bytes");
+  });
+
+  it("rejects a part past the limit", () => {
+    expect((partLimitError(4, 5, 3) as RegistryError).code).toBe("SIZE_INVALID");
+  });
+
+  it("defaults to 10,000 parts", () => {
+    expect(maxParts).toBe(10_000);
+    expect(partLimitError(9_999, 8 * 1024 * 1024)).toBeNull();
+    expect((partLimitError(10_000, 8 * 1024 * 1024) as RegistryError).code).toBe("SIZE_INVALID");
   });
 });

@@ -14,12 +14,22 @@ import {
   expectRegistryError,
   openUpload,
   randomBytes,
+  readBytes,
   registryFetch,
   streamOf,
   uniqueImage,
   uploadBlob,
 } from "./helpers";
-import { imageManifest, mediaTypes, oddlyFormatted, pushImage, pushImageBlobs, putManifestOk, utf8 } from "./manifest-helpers";
+import {
+  imageManifest,
+  mediaTypes,
+  oddlyFormatted,
+  pushEmptyConfig,
+  pushImage,
+  pushImageBlobs,
+  putManifestOk,
+  utf8,
+} from "./manifest-helpers";
 
 type Method = "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE";
 const allMethods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] as const;
@@ -60,8 +70,14 @@ function routeCalls(
         status: 200,
       }),
     },
-    catalog: { GET: async () => ({ path: "/v2/_catalog", status: 200 }) },
-    tags: { GET: async () => ({ path: `/v2/${name}/tags/list`, status: 200 }) },
+    catalog: {
+      GET: async () => ({ path: "/v2/_catalog", status: 200 }),
+      HEAD: async () => ({ path: "/v2/_catalog", init: { method: "HEAD" }, status: 200 }),
+    },
+    tags: {
+      GET: async () => ({ path: `/v2/${name}/tags/list`, status: 200 }),
+      HEAD: async () => ({ path: `/v2/${name}/tags/list`, init: { method: "HEAD" }, status: 200 }),
+    },
     manifest: {
       GET: async () => ({ path: `/v2/${name}/manifests/latest`, status: 200 }),
       HEAD: async () => ({ path: `/v2/${name}/manifests/${pushed.digest}`, init: { method: "HEAD" }, status: 200 }),
@@ -91,7 +107,10 @@ function routeCalls(
       HEAD: async () => ({ path: await blobPath(), init: { method: "HEAD" }, status: 200 }),
       DELETE: async () => ({ path: await blobPath(), init: { method: "DELETE" }, status: 202 }),
     },
-    referrers: { GET: async () => ({ path: `/v2/${name}/referrers/${pushed.digest}`, status: 200 }) },
+    referrers: {
+      GET: async () => ({ path: `/v2/${name}/referrers/${pushed.digest}`, status: 200 }),
+      HEAD: async () => ({ path: `/v2/${name}/referrers/${pushed.digest}`, init: { method: "HEAD" }, status: 200 }),
+    },
   };
 }
 
@@ -204,6 +223,60 @@ describe("base endpoint", () => {
   });
 });
 
+describe("HEAD on list routes", () => {
+  let name: string;
+  let subject: string;
+
+  beforeAll(async () => {
+    name = uniqueImage("head-lists");
+    subject = (await pushImage(name, "a")).digest;
+    await putManifestOk(name, "b", (await pushImage(name, "c")).bytes, mediaTypes.ociManifest);
+    const config = await pushEmptyConfig(name);
+    for (const annotation of ["one", "two"]) {
+      const referrer = oddlyFormatted(
+        imageManifest(config, [config], {
+          artifactType: "application/vnd.example.signature.v1",
+          subject: { mediaType: mediaTypes.ociManifest, digest: subject, size: 1 },
+          annotations: { annotation },
+        }),
+      );
+      await putManifestOk(name, `referrer-${annotation}`, referrer, mediaTypes.ociManifest);
+    }
+  });
+
+  /** Paths whose first page has one entry and links to the next, so Link is compared too. */
+  const paths = () => ({
+    catalog: "/v2/_catalog?n=1",
+    tags: `/v2/${name}/tags/list?n=1`,
+    referrers: `/v2/${name}/referrers/${subject}?n=1`,
+  });
+
+  for (const route of ["catalog", "tags", "referrers"] as const) {
+    it(`serves HEAD ${route} like GET without a body`, async () => {
+      const path = paths()[route];
+      const get = await registryFetch(path);
+      const getBody = await readBytes(get);
+
+      const head = await registryFetch(path, { method: "HEAD" });
+
+      expect(head.status).toBe(get.status);
+      expect(head.status).toBe(200);
+      expect(get.headers.get("Link")).not.toBeNull();
+      expect(get.headers.get("Content-Length")).toBe(String(getBody.byteLength));
+      const withoutRequestId = (response: Response) => [...response.headers].filter(([header]) => header !== "x-request-id");
+      expect(withoutRequestId(head)).toEqual(withoutRequestId(get));
+      expect((await readBytes(head)).byteLength).toBe(0);
+    });
+  }
+
+  it("sends the HEAD error status without a body", async () => {
+    const response = await registryFetch("/v2/docker-local/never-pushed/tags/list", { method: "HEAD" });
+
+    expect(response.status).toBe(404);
+    expect((await readBytes(response)).byteLength).toBe(0);
+  });
+});
+
 describe("unknown routes", () => {
   const unknownPaths = [
     "/",
@@ -266,7 +339,8 @@ describe("admin routes with a wrong method", () => {
 
 describe("registered error codes", () => {
   const unreachable: Partial<Record<ErrorCode, string>> = {
-    BLOB_UPLOAD_INVALID: "no handler throws it",
+    BLOB_UPLOAD_INVALID:
+      "only a request body that fails mid-stream causes it, and inside the test runtime such a body reaches the session as a clean end",
   };
 
   /** A request that makes the registry send each reachable code, and the status the specification gives it. */

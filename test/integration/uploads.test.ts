@@ -9,7 +9,10 @@ import {
 } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
+import type { UploadSession } from "../../durable-objects/upload-session";
 import type { Env } from "../../src/env";
+import type { RegistryErrorData, RpcResult } from "../../src/errors";
+import { maxParts } from "../../src/storage/part-assembler";
 import {
   concatBytes,
   digestOf,
@@ -118,6 +121,28 @@ describe("upload start", () => {
     expect(response.headers.get("Range")).toBe("0-0");
   });
 
+  it("POST sends part size as OCI-Chunk-Min-Length", async () => {
+    const name = uniqueImage();
+
+    const response = await registryFetch(`/v2/${name}/blobs/uploads/`, { method: "POST" });
+
+    expect(response.status).toBe(202);
+    expect(response.headers.get("OCI-Chunk-Min-Length")).toBe(String(partSize));
+    const uploadId = response.headers.get("Docker-Upload-UUID")!;
+    const state = (await readSessionStorage(uploadId)).get("state") as { partSize: number };
+    expect(state.partSize).toBe(partSize);
+  });
+
+  it("POST with digest sends no OCI-Chunk-Min-Length", async () => {
+    const name = uniqueImage();
+    const bytes = randomBytes(10);
+
+    const response = await registryFetch(`/v2/${name}/blobs/uploads/?digest=${await digestOf(bytes)}`, { method: "POST", body: bytes });
+
+    expect(response.status).toBe(201);
+    expect(response.headers.get("OCI-Chunk-Min-Length")).toBeNull();
+  });
+
   it("POST with digest stores whole body", async () => {
     const name = uniqueImage();
     const bytes = randomBytes(1000);
@@ -195,6 +220,7 @@ describe("upload start", () => {
     expect(uploadId).toMatch(uuidPattern);
     expect(response.headers.get("Location")).toBe(`/v2/${target}/blobs/uploads/${uploadId}`);
     expect(response.headers.get("Range")).toBe("0-0");
+    expect(response.headers.get("OCI-Chunk-Min-Length")).toBe(String(partSize));
     await expectRegistryError(await registryFetch(`/v2/${target}/blobs/${digest}`), 404, "BLOB_UNKNOWN");
   });
 });
@@ -851,6 +877,79 @@ describe("session durability", () => {
     await expectStoredBlob(name, bytes);
   });
 
+  it("PATCH body that fails keeps the offset", { timeout: largeTimeout }, async () => {
+    const name = uniqueImage();
+    const { uploadId, location } = await openUpload(name);
+    const first = randomBytes(partSize + 100);
+    const second = randomBytes(partSize + 200);
+    await patchChunk(location, first, 0);
+    const keysBefore = await listBucketKeys();
+
+    // A part fills and is written before the body fails.
+    const body = failingStream(second.subarray(0, partSize + 50));
+    const result = await runInDurableObject(uploadSessionStub(uploadId), (instance: UploadSession) =>
+      instance.append({ name, body, start: first.byteLength, length: null }),
+    );
+
+    const error = rpcError(result);
+    expect(error.code).toBe("BLOB_UPLOAD_INVALID");
+    expect(error.message).toBe("the request body ended before it was complete");
+    expect((await uploadStatus(location)).headers.get("Range")).toBe(`0-${first.byteLength - 1}`);
+    expect(await listBucketKeys()).toEqual(keysBefore);
+
+    expect((await patchChunk(location, second, first.byteLength)).status).toBe(202);
+    const bytes = concatBytes(first, second);
+    const completed = await putUpload(location, await digestOf(bytes));
+    expect(completed.status).toBe(201);
+    expect(completed.headers.get("Docker-Content-Digest")).toBe(await digestOf(bytes));
+    await expectStoredBlob(name, bytes);
+  });
+
+  it("PUT body that fails keeps the offset", async () => {
+    const name = uniqueImage();
+    const { uploadId, location } = await openUpload(name);
+    const first = randomBytes(1000);
+    const last = randomBytes(500);
+    await patchChunk(location, first, 0);
+    const bytes = concatBytes(first, last);
+    const digest = await digestOf(bytes);
+
+    const result = await runInDurableObject(uploadSessionStub(uploadId), (instance: UploadSession) =>
+      instance.commit({ name, body: failingStream(last.subarray(0, 200)), start: null, length: null, digest }),
+    );
+
+    expect(rpcError(result).code).toBe("BLOB_UPLOAD_INVALID");
+    expect((await uploadStatus(location)).headers.get("Range")).toBe(`0-${first.byteLength - 1}`);
+    expect(await findBlobRow(digest)).toBeNull();
+
+    const completed = await putUpload(location, digest, last, { "Content-Range": `${first.byteLength}-${bytes.byteLength - 1}` });
+    expect(completed.status).toBe(201);
+    expect(completed.headers.get("Docker-Content-Digest")).toBe(digest);
+    await expectStoredBlob(name, bytes);
+  });
+
+  it("PUT past 10,000 parts returns SIZE_INVALID", { timeout: largeTimeout }, async () => {
+    const name = uniqueImage();
+    const { uploadId, location } = await openUpload(name);
+    const bytes = randomBytes(partSize + 10);
+    await patchChunk(location, bytes, 0);
+    // Pretend 9,999 more parts were written, so the 10-byte tail would be part 10,001.
+    await runInDurableObject(uploadSessionStub(uploadId), async (_instance, state) => {
+      const saved = (await state.storage.get<{ parts: R2UploadedPart[] }>("state"))!;
+      expect(saved.parts).toHaveLength(1);
+      const padding = Array.from({ length: maxParts - 1 }, (_, index) => ({ partNumber: index + 2, etag: `never-written-${index + 2}` }));
+      await state.storage.put("state", { ...saved, parts: [...saved.parts, ...padding] });
+    });
+
+    const response = await putUpload(location, await digestOf(bytes));
+
+    const error = await expectRegistryError(response, 400, "SIZE_INVALID");
+    expect(error.message).toBe(`blob exceeds ${maxParts} parts of ${partSize} bytes`);
+    expect((await uploadStatus(location)).headers.get("Range")).toBe(`0-${bytes.byteLength - 1}`);
+    expect(await findBlobRow(await digestOf(bytes))).toBeNull();
+    expect((await registryFetch(location, { method: "DELETE" })).status).toBe(204);
+  });
+
   it("each request extends expiry", async () => {
     const name = uniqueImage();
     const { uploadId, location } = await openUpload(name);
@@ -865,6 +964,27 @@ describe("session durability", () => {
     expect(patched! - Date.now()).toBeGreaterThan(86_000 * 1000);
   });
 });
+
+/** Returns the error of a Durable Object result, failing the test when the result is a value. */
+function rpcError(result: RpcResult<unknown>): RegistryErrorData {
+  expect(result.ok, "the session returned a value, not an error").toBe(false);
+  return (result as Extract<RpcResult<unknown>, { ok: false }>).error;
+}
+
+/** Returns a body stream that yields `bytes` in 64 KiB chunks and then fails, as when a client disconnects. */
+function failingStream(bytes: Uint8Array): ReadableStream<Uint8Array> {
+  let offset = 0;
+  return new ReadableStream<Uint8Array>({
+    pull(controller) {
+      if (offset >= bytes.byteLength) {
+        controller.error(new Error("the client disconnected"));
+        return;
+      }
+      controller.enqueue(bytes.slice(offset, offset + 65_536));
+      offset += 65_536;
+    },
+  });
+}
 
 /** Creates a request body that stays open until the test closes it, and counts the reads it has served. */
 function controlledStream() {

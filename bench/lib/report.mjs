@@ -1,0 +1,213 @@
+// Derived figures and Markdown tables from one benchmark run's raw results.
+
+const GiB = 1024 ** 3;
+const MiB = 1024 ** 2;
+
+/** CPU groups measured as separate processes. workerdProxy is part of workerd, so sums leave it out. */
+const separateGroups = ["workerd", "wranglerNode", "dockerRegistry", "dockerEngine", "client", "benchProcess"];
+
+/** Returns the machine's busy CPU seconds that none of the measured processes used. */
+function otherCpuSeconds(cpuSeconds) {
+  if (cpuSeconds.machine === undefined) return undefined;
+  const measured = separateGroups.reduce((sum, group) => sum + (cpuSeconds[group] ?? 0), 0);
+  return Math.max(0, cpuSeconds.machine - measured);
+}
+
+function findStep(steps, image, client, step, registry) {
+  return steps.find((entry) => entry.image === image && entry.client === client && entry.step === step && entry.registry === registry);
+}
+
+/** Sums each CPU group over the steps that succeeded, with the GiB those steps moved. */
+function cpuPerGiB(steps) {
+  const usable = steps.filter((step) => !step.error && step.bytes);
+  const gib = usable.reduce((sum, step) => sum + step.bytes, 0) / GiB;
+  const seconds = {};
+  for (const step of usable) {
+    const withOther = { ...step.cpuSeconds, other: otherCpuSeconds(step.cpuSeconds) };
+    for (const [group, value] of Object.entries(withOther)) seconds[group] = (seconds[group] ?? 0) + (value ?? 0);
+  }
+  const perGiB = Object.fromEntries(Object.entries(seconds).map(([group, value]) => [group, gib > 0 ? value / gib : null]));
+  return { steps: usable.length, gib, cpuSeconds: seconds, cpuSecondsPerGiB: perGiB };
+}
+
+/**
+ * Pairs every step of this registry with the same step of the reference and
+ * adds the CPU seconds per GiB of pushes and pulls.
+ */
+export function summarise(results) {
+  const steps = results.steps ?? [];
+  const comparisons = [];
+  for (const image of results.images ?? []) {
+    for (const client of ["docker", "skopeo"]) {
+      for (const step of ["push", "pull"]) {
+        const ours = findStep(steps, image.id, client, step, "ours");
+        const reference = findStep(steps, image.id, client, step, "reference");
+        if (!ours || !reference) continue;
+        const bytes = ours.bytes ?? reference.bytes ?? null;
+        comparisons.push({
+          image: image.id,
+          imageLabel: image.label,
+          client,
+          step,
+          bytes,
+          oursSeconds: ours.seconds ?? null,
+          referenceSeconds: reference.seconds ?? null,
+          ratio: ours.seconds && reference.seconds ? ours.seconds / reference.seconds : null,
+          oursMiBPerSecond: bytes && ours.seconds ? bytes / MiB / ours.seconds : null,
+          referenceMiBPerSecond: bytes && reference.seconds ? bytes / MiB / reference.seconds : null,
+          errors: [ours.error, reference.error].filter(Boolean),
+          wranglerReloads: ours.wranglerReloads ?? 0,
+        });
+      }
+    }
+  }
+
+  const select = (registry, step, client) =>
+    steps.filter((entry) => entry.registry === registry && entry.step === step && (!client || entry.client === client));
+  return {
+    comparisons,
+    cpu: {
+      oursPush: cpuPerGiB(select("ours", "push")),
+      oursPushDocker: cpuPerGiB(select("ours", "push", "docker")),
+      oursPushSkopeo: cpuPerGiB(select("ours", "push", "skopeo")),
+      oursPull: cpuPerGiB(select("ours", "pull")),
+      referencePush: cpuPerGiB(select("reference", "push")),
+      referencePull: cpuPerGiB(select("reference", "pull")),
+    },
+  };
+}
+
+function fixed(value, digits = 1) {
+  return value === null || value === undefined || Number.isNaN(value) ? "–" : value.toFixed(digits);
+}
+
+/** Returns the first line of an error message, cut to `length` characters, for a table cell. */
+function shortError(message, length = 120) {
+  const line = message.split("\n")[0].replaceAll("|", "/");
+  return line.length > length ? `${line.slice(0, length)}…` : line;
+}
+
+function stepCell(row) {
+  const notes = row.errors.map((error) => `failed: ${shortError(error)}`);
+  if (row.wranglerReloads > 0) notes.push(`wrangler reloaded the Worker ${row.wranglerReloads}×`);
+  return notes.length > 0 ? `${row.step} (${notes.join("; ")})` : row.step;
+}
+
+function table(header, rows) {
+  return [`| ${header.join(" | ")} |`, `|${header.map(() => "---").join("|")}|`, ...rows.map((row) => `| ${row.join(" | ")} |`)].join("\n");
+}
+
+function timesTable(comparisons) {
+  return table(
+    ["image", "client", "step", "MiB moved", "Edge Registry (s)", "docker-registry (s)", "ratio ours/reference", "Edge Registry MiB/s", "docker-registry MiB/s"],
+    comparisons.map((row) => [
+      row.imageLabel,
+      row.client,
+      stepCell(row),
+      fixed(row.bytes && row.bytes / MiB, 0),
+      fixed(row.oursSeconds),
+      fixed(row.referenceSeconds),
+      fixed(row.ratio, 2),
+      fixed(row.oursMiBPerSecond, 0),
+      fixed(row.referenceMiBPerSecond, 0),
+    ]),
+  );
+}
+
+function cpuTable(cpu) {
+  const groups = ["workerd", "workerdProxy", "wranglerNode", "dockerRegistry", "dockerEngine", "client", "benchProcess", "other", "machine"];
+  const row = (label, entry) => [label, fixed(entry.gib, 2), ...groups.map((group) => fixed(entry.cpuSecondsPerGiB[group], 2))];
+  return table(
+    [
+      "steps",
+      "GiB",
+      "workerd",
+      "of which wrangler's proxy workerd",
+      "wrangler node",
+      "docker-registry",
+      "dockerd+containerd",
+      "docker CLI or skopeo",
+      "bench process",
+      "other processes",
+      "whole machine",
+    ],
+    [
+      row("pushes to Edge Registry, all", cpu.oursPush),
+      row("pushes to Edge Registry, docker", cpu.oursPushDocker),
+      row("pushes to Edge Registry, skopeo", cpu.oursPushSkopeo),
+      row("pulls from Edge Registry", cpu.oursPull),
+      row("pushes to docker-registry", cpu.referencePush),
+      row("pulls from docker-registry", cpu.referencePull),
+    ],
+  );
+}
+
+function headTable(head) {
+  return table(
+    ["registry", "client", "concurrency", "seconds", "requests/s", "p50 ms", "p99 ms", "errors", "server CPU ms per request", "other processes' CPU s"],
+    head.map((entry) => {
+      if (entry.error) return [entry.registry, "–", "–", "–", "–", "–", "–", shortError(entry.error), "–", "–"];
+      const serverCpu = entry.registry === "ours" ? entry.cpuSeconds.workerd + entry.cpuSeconds.wranglerNode : entry.cpuSeconds.dockerRegistry;
+      return [
+        entry.registry,
+        entry.tool,
+        entry.connections,
+        fixed(entry.seconds),
+        fixed(entry.requestsPerSecond, 0),
+        fixed(entry.latencyMs.p50, 2),
+        fixed(entry.latencyMs.p99, 2),
+        entry.errorStatuses + entry.failedRequests,
+        entry.requests > 0 ? fixed((serverCpu / entry.requests) * 1000, 2) : "–",
+        fixed(otherCpuSeconds(entry.cpuSeconds)),
+      ];
+    }),
+  );
+}
+
+function hashingTables(hashing) {
+  const cases = table(
+    [`in-memory case (Node ${hashing.node}, ${hashing.chunkBytes / 1024} KiB chunks)`, "CPU s/GiB", "MiB/s"],
+    hashing.results.map((entry) => [entry.label, fixed(entry.cpuSecondsPerGiB, 2), fixed(entry.mibPerSecond, 0)]),
+  );
+  const profile = table(
+    ["BlobHasher self time by source file", "share"],
+    hashing.blobHasherProfile.selfTimeByFile.map((entry) => [entry.file, `${(entry.share * 100).toFixed(1)} %`]),
+  );
+  return `${cases}\n\n${profile}`;
+}
+
+function workerProfileTable(workerProfile) {
+  if (workerProfile.error) return `Worker profile: failed: ${shortError(workerProfile.error)}`;
+  const { cpuSeconds, profile } = workerProfile;
+  const workerProcess = cpuSeconds.workerd - cpuSeconds.workerdProxy;
+  const lines = [
+    `One ${workerProfile.mib} MiB blob upload (POST, one PATCH, PUT) in ${fixed(workerProfile.wallSeconds, 1)} s:`,
+    `workerd CPU ${fixed(cpuSeconds.workerd, 2)} s, of which wrangler's proxy workerd ${fixed(cpuSeconds.workerdProxy, 2)} s and the Worker's workerd ${fixed(workerProcess, 2)} s;`,
+    `the Worker isolate's JavaScript was busy ${fixed(profile.busySeconds, 2)} s in the V8 profile.`,
+  ];
+  const rows = profile.byFile.map((entry) => [entry.file, fixed(entry.seconds, 2), `${(entry.shareOfBusy * 100).toFixed(1)} %`]);
+  return `${lines.join("\n")}\n\n${table(["Worker isolate self time by source file", "s", "share of busy"], rows)}`;
+}
+
+/** Lists the steps during which programs outside the benchmark used at least `minSeconds` of CPU. */
+function interferenceTable(steps, minSeconds = 2) {
+  const rows = steps
+    .map((step) => ({ step, other: otherCpuSeconds(step.cpuSeconds) }))
+    .filter(({ other }) => other !== undefined && other >= minSeconds)
+    .map(({ step, other }) => {
+      const busiest = (step.otherProcesses ?? []).map((entry) => `${entry.comm} ${entry.seconds.toFixed(1)} s`).join(", ");
+      return [`${step.image} ${step.client} ${step.step} ${step.registry}`, fixed(step.seconds), fixed(other), fixed(step.cpuSeconds.machine), busiest || "–"];
+    });
+  if (rows.length === 0) return `No step saw more than ${minSeconds} CPU seconds used by other programs.`;
+  return table(["step", "wall s", "CPU s of other programs", "CPU s of the whole machine", "busiest other processes still running at the end"], rows);
+}
+
+/** Formats the run as Markdown: times and ratios, CPU per GiB, HEAD rate and hashing cost. */
+export function formatReport(results) {
+  const { comparisons, cpu } = results.summary;
+  const sections = [timesTable(comparisons), `CPU seconds per GiB moved:\n\n${cpuTable(cpu)}`, interferenceTable(results.steps ?? [])];
+  if (results.head) sections.push(headTable(results.head));
+  if (results.workerProfile) sections.push(workerProfileTable(results.workerProfile));
+  if (results.hashing) sections.push(hashingTables(results.hashing));
+  return sections.join("\n\n");
+}
