@@ -20,19 +20,27 @@ export const dockerManifestAccept = [
   "application/vnd.docker.distribution.manifest.v1+prettyjws",
 ].join(", ");
 
-/** Sends one HEAD and returns its status, to check the target before loading it. */
-export async function headStatus(url) {
-  const response = await fetch(url, { method: "HEAD", headers: { Accept: dockerManifestAccept } });
+/** Returns no headers, for a registry that needs no authentication. */
+const anonymous = async () => ({});
+
+/**
+ * Sends one HEAD and returns its status, to check the target before loading
+ * it. `authorization` returns the headers that authenticate the request.
+ */
+export async function headStatus(url, authorization = anonymous) {
+  const response = await fetch(url, { method: "HEAD", headers: { Accept: dockerManifestAccept, ...(await authorization()) } });
   return response.status;
 }
 
 /**
  * Runs `connections` concurrent loops of `HEAD url` for `seconds`, each loop
- * sending its next request when the previous response has arrived. Returns the
- * request rate, the count of error statuses (400 and above) and of failed
- * requests, and latency percentiles in milliseconds.
+ * sending its next request when the previous response has arrived.
+ * `authorization` returns the headers that authenticate each request, such
+ * as `RegistryToken.headers`. Returns the request rate, the count of error
+ * statuses (400 and above) and of failed requests, and latency percentiles
+ * in milliseconds.
  */
-export async function loadHead(url, { seconds, connections }) {
+export async function loadHead(url, { seconds, connections, authorization = anonymous }) {
   const deadline = performance.now() + seconds * 1000;
   const latencies = [];
   let errorStatuses = 0;
@@ -41,7 +49,7 @@ export async function loadHead(url, { seconds, connections }) {
     while (performance.now() < deadline) {
       const started = performance.now();
       try {
-        const response = await fetch(url, { method: "HEAD", headers: { Accept: dockerManifestAccept } });
+        const response = await fetch(url, { method: "HEAD", headers: { Accept: dockerManifestAccept, ...(await authorization()) } });
         await response.body?.cancel();
         if (response.status >= 400) errorStatuses++;
       } catch {

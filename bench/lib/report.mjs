@@ -144,13 +144,16 @@ function cpuTable(cpu) {
 
 function headTable(head) {
   return table(
-    ["registry", "client", "concurrency", "seconds", "requests/s", "p50 ms", "p99 ms", "errors", "server CPU ms per request", "other processes' CPU s"],
+    ["registry", "client", "authentication", "concurrency", "seconds", "requests/s", "p50 ms", "p99 ms", "errors", "server CPU ms per request", "other processes' CPU s"],
     head.map((entry) => {
-      if (entry.error) return [entry.registry, "–", "–", "–", "–", "–", "–", shortError(entry.error), "–", "–"];
+      // Runs recorded before authentication have no authentication field.
+      const authentication = entry.authentication ?? "none";
+      if (entry.error) return [entry.registry, "–", authentication, "–", "–", "–", "–", "–", shortError(entry.error), "–", "–"];
       const serverCpu = entry.registry === "ours" ? entry.cpuSeconds.workerd + entry.cpuSeconds.wranglerNode : entry.cpuSeconds.dockerRegistry;
       return [
         entry.registry,
         entry.tool,
+        authentication,
         entry.connections,
         fixed(entry.seconds),
         fixed(entry.requestsPerSecond, 0),
