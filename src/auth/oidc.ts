@@ -4,7 +4,7 @@ import { RegistryError } from "../errors";
 import { log } from "../log";
 import { audit, clientAddress } from "./audit";
 import type { Principal } from "./permissions";
-import { beginLoginAttempt, releaseLoginAttempt } from "./rate-limit";
+import { addressKey, assertLoginAllowed, recordFailedLogin } from "./rate-limit";
 import { findUserByName, userPrincipal } from "./users";
 
 /** The signature algorithms accepted on ID tokens. */
@@ -97,18 +97,13 @@ export async function issuerOfToken(db: D1Database, password: string): Promise<O
  * threat here, because every token must carry the issuer's signature.
  */
 export async function oidcLogin(c: AppContext, userName: string, issuer: OidcIssuer, idToken: string): Promise<Principal> {
-  const attempt = await beginLoginAttempt(c.env.DB, [`address:${clientAddress(c)}`]);
+  const keys = [`address:${addressKey(clientAddress(c))}`];
+  await assertLoginAllowed(c.env.DB, keys);
 
-  let result: ExchangeResult;
-  try {
-    result = await exchangeIdToken(c, issuer, idToken);
-  } catch (error) {
-    // A key set that cannot be loaded, like any other server-side error, is no failed login of the client.
-    await releaseLoginAttempt(c.env.DB, attempt);
-    throw error;
-  }
+  // A key set that cannot be loaded, like any other server-side error, throws
+  // here and is no failed login of the client.
+  const result = await exchangeIdToken(c, issuer, idToken);
   if (result.ok) {
-    await releaseLoginAttempt(c.env.DB, attempt);
     log.info("OIDC login", {
       requestId: c.get("requestId"),
       issuer: issuer.name,
@@ -119,7 +114,9 @@ export async function oidcLogin(c: AppContext, userName: string, issuer: OidcIss
     return result.principal;
   }
 
+  const limitReached = await recordFailedLogin(c.env.DB, keys);
   await audit(c, "login.failed", issuer.name, { via: "oidc", reason: result.reason }, userName);
+  if (limitReached) throw limitReached;
   throw new RegistryError("UNAUTHORIZED", `the ID token was rejected: ${result.reason}`, { issuer: issuer.name });
 }
 

@@ -65,46 +65,6 @@ function tooManyFailedLogins(windowEnd: number, now: number): RegistryError {
   });
 }
 
-/** A login attempt counted by `beginLoginAttempt`: each key with the window it was counted in. */
-export interface LoginAttempt {
-  counted: { key: string; windowStart: number }[];
-}
-
-/**
- * Counts a login attempt against each key as a failure before its
- * credentials are checked, and throws TOOMANYREQUESTS, with Retry-After,
- * when that takes a key past the limit. A login that succeeds hands its
- * count back with `releaseLoginAttempt`; a refused one has already been
- * handed back.
- *
- * NOTE: attempts still in progress count as failures, so more than
- * `maxFailedLogins` concurrent logins on one key are refused even when all
- * of them would succeed. `login` uses `assertLoginAllowed` and
- * `recordFailedLogin` instead, which let such bursts through.
- */
-export async function beginLoginAttempt(db: D1Database, keys: string[], now = Date.now()): Promise<LoginAttempt> {
-  const rows = await countFailure(db, keys, now);
-  const attempt = { counted: keys.map((key, index) => ({ key, windowStart: rows[index]!.window_start })) };
-
-  const blocked = rows.find((row) => row.failures > maxFailedLogins);
-  if (blocked) {
-    await releaseLoginAttempt(db, attempt);
-    throw tooManyFailedLogins(blocked.window_start + failedLoginWindowSeconds * 1000, now);
-  }
-  return attempt;
-}
-
-/** Takes back the counts of an attempt that did not fail, unless their window has ended since. */
-export async function releaseLoginAttempt(db: D1Database, attempt: LoginAttempt): Promise<void> {
-  await db.batch(
-    attempt.counted.map(({ key, windowStart }) =>
-      db
-        .prepare("UPDATE login_failures SET failures = failures - 1 WHERE key = ? AND window_start = ? AND failures > 0")
-        .bind(key, windowStart),
-    ),
-  );
-}
-
 /** Returns the rate-limit keys of a login attempt. */
 export function loginKeys(userName: string, clientAddress: string): string[] {
   return [`user:${userName}`, `address:${addressKey(clientAddress)}`];
