@@ -20,7 +20,7 @@ export async function audit(
   log.info("audit", { requestId: c.get("requestId"), actor: who, action, target, clientAddress: address });
 }
 
-/** The client's address as Cloudflare reports it, or "unknown" outside Cloudflare's network. */
+/** Returns the client's address as Cloudflare reports it, or "unknown" outside Cloudflare's network. */
 export function clientAddress(c: AppContext): string {
   return c.req.header("CF-Connecting-IP") ?? "unknown";
 }

@@ -17,11 +17,11 @@ const dockerActionsFor: Record<Action, string[]> = {
 
 /**
  * Checks that the request may perform `action` on an image, and throws when
- * it may not: 401 with a Bearer challenge for the anonymous user, 403 DENIED
- * for a user who lacks the permission, and 401 `insufficient_scope` for a
- * registry token that lacks `tokenAction` although the user has the
- * permission. A repository that does not exist is checked as a local one, so
- * the error does not tell strangers which repositories exist.
+ * it may not. The anonymous user gets 401 with a Bearer challenge, and a user
+ * who lacks the permission gets 403 DENIED. A registry token that lacks
+ * `tokenAction` although its user has the permission gets 401
+ * `insufficient_scope`. A repository that does not exist is checked as a
+ * local one, so the error does not tell strangers which repositories exist.
  */
 export async function requireAction(
   c: AppContext,

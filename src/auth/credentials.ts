@@ -10,7 +10,7 @@ import { assertLoginAllowed, loginKeys, recordFailedLogin } from "./rate-limit";
 import type { RequestedScope } from "./scopes";
 import { findUserById, findUserByName, storedPassword, userPrincipal } from "./users";
 
-/** Access token secrets start with this prefix, which tells them from passwords and JWTs. */
+/** The prefix of access token secrets, which sets them apart from passwords and JWTs. */
 export const accessTokenPrefix = "erat_";
 /** Refresh token secrets start with this prefix. */
 export const refreshTokenPrefix = "errt_";
@@ -146,7 +146,7 @@ async function bearerAuthentication(c: AppContext, token: string): Promise<Authe
   return { principal, tokenAccess: claims.access };
 }
 
-/** The `service` of this registry in token requests and the audience of its tokens: the request's host. */
+/** Returns this registry's `service` name in token requests and the audience of its tokens: the request's host. */
 export function serviceName(c: AppContext): string {
   return new URL(c.req.url).host;
 }

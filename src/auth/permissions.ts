@@ -8,7 +8,7 @@ export type Action = (typeof actions)[number];
 export const anyRepository = "ANY";
 export const anyLocalRepository = "ANY LOCAL";
 
-/** Who is making a request, after authentication. */
+/** The authenticated sender of a request. */
 export interface Principal {
   kind: "user" | "anonymous";
   /** The user name, or "anonymous". */
@@ -19,7 +19,7 @@ export interface Principal {
   groups: string[];
   /** The narrower scope of the access token the request used, or null. */
   tokenScope: TokenScope | null;
-  /** How the request proved its identity. */
+  /** The kind of credentials the request presented. */
   via: "anonymous" | "password" | "access-token" | "bearer-token" | "oidc";
   /** The group of an OpenID Connect login that a rule maps to a group rather than to a user. */
   oidcGroup?: string;
@@ -152,7 +152,7 @@ function selectsRepository(selectors: string[], repository: { key: string; type:
   );
 }
 
-/** An image path is selected when an include pattern matches and no exclude pattern does. */
+/** Returns whether an include pattern matches the path and no exclude pattern does. */
 function selectsPath(includes: string[], excludes: string[], path: string): boolean {
   if (excludes.some((pattern) => matchesAntPattern(pattern, path))) return false;
   return includes.some((pattern) => matchesAntPattern(pattern, path));

@@ -72,9 +72,9 @@ export function loginKeys(userName: string, clientAddress: string): string[] {
 
 /**
  * Returns the part of a client address that counts as one client: an IPv4
- * address whole, and an IPv6 address by its /64 prefix, because a host is
- * usually assigned a whole /64 and could otherwise spread its failed logins
- * over as many addresses as it likes. Returns anything else unchanged.
+ * address whole, and an IPv6 address by its /64 prefix. A host is usually
+ * assigned a whole /64, so it could otherwise spread its failed logins over
+ * as many addresses as it likes. Anything else is returned unchanged.
  */
 export function addressKey(address: string): string {
   // An IPv4-mapped IPv6 address such as ::ffff:192.0.2.1 is its IPv4 address.

@@ -14,10 +14,10 @@ import { findUserById, userPrincipal } from "./users";
 export const refreshTokenLifetimeDays = 30;
 
 /**
- * `GET /v2/token`: the Docker token endpoint. Basic credentials (a password,
- * an access token or an OpenID Connect ID token) or none for the anonymous
- * user; each `scope` is granted as far as the user's permissions reach,
- * never refused for asking too much.
+ * `GET /v2/token`: the Docker token endpoint. It takes Basic credentials (a
+ * password, an access token or an OpenID Connect ID token) or none for the
+ * anonymous user. Each `scope` is granted as far as the user's permissions
+ * reach, so asking for too much is never an error.
  */
 export async function getToken(c: AppContext): Promise<Response> {
   const { principal, tokenAccess } = await authenticate(c);
