@@ -7,11 +7,16 @@ import { RegistryError } from "../errors";
 
 /**
  * Authenticates every admin API request with Basic credentials (a password
- * or an access token) or a Bearer access token or registry token. The
- * anonymous user gets 401.
+ * or an access token) or a Bearer access token. Registry tokens from
+ * `/v2/token` are rejected here: they carry only image scopes, and Docker
+ * clients send them on every registry request, so one that leaks must not
+ * open the admin API. The anonymous user gets 401.
  */
 export const requireUser: MiddlewareHandler<AppEnv> = async (c, next) => {
   const { principal, tokenAccess } = await authenticate(c);
+  if (tokenAccess !== null) {
+    throw new RegistryError("UNAUTHORIZED", "registry tokens are not accepted on the admin API; use Basic credentials or an access token");
+  }
   c.set("principal", principal);
   c.set("tokenAccess", tokenAccess);
   if (principal.kind !== "user") throw challenge(c, "the admin API requires authentication");

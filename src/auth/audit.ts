@@ -20,7 +20,10 @@ export async function audit(
   log.info("audit", { requestId: c.get("requestId"), actor: who, action, target, clientAddress: address });
 }
 
+/** The client address recorded when the request did not come through Cloudflare's network. */
+export const unknownClientAddress = "unknown";
+
 /** Returns the client's address as Cloudflare reports it, or "unknown" outside Cloudflare's network. */
 export function clientAddress(c: AppContext): string {
-  return c.req.header("CF-Connecting-IP") ?? "unknown";
+  return c.req.header("CF-Connecting-IP") ?? unknownClientAddress;
 }

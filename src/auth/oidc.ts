@@ -4,7 +4,7 @@ import { RegistryError } from "../errors";
 import { log } from "../log";
 import { audit, clientAddress } from "./audit";
 import type { Principal } from "./permissions";
-import { addressKey, assertLoginAllowed, recordFailedLogin } from "./rate-limit";
+import { addressKeys, assertLoginAllowed, recordFailedLogin } from "./rate-limit";
 import { findUserByName, userPrincipal } from "./users";
 
 /** The signature algorithms accepted on ID tokens. */
@@ -97,7 +97,7 @@ export async function issuerOfToken(db: D1Database, password: string): Promise<O
  * threat here, because every token must carry the issuer's signature.
  */
 export async function oidcLogin(c: AppContext, userName: string, issuer: OidcIssuer, idToken: string): Promise<Principal> {
-  const keys = [`address:${addressKey(clientAddress(c))}`];
+  const keys = addressKeys(clientAddress(c));
   await assertLoginAllowed(c.env.DB, keys);
 
   // A key set that cannot be loaded, like any other server-side error, throws

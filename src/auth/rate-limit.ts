@@ -1,4 +1,5 @@
 import { RegistryError } from "../errors";
+import { unknownClientAddress } from "./audit";
 
 /** Failed logins allowed per user name, and per client address, in one window. */
 export const maxFailedLogins = 10;
@@ -28,6 +29,7 @@ export async function assertLoginAllowed(db: D1Database, keys: string[], now = D
  * client that a password was wrong.
  */
 export async function recordFailedLogin(db: D1Database, keys: string[], now = Date.now()): Promise<RegistryError | null> {
+  if (keys.length === 0) return null;
   const rows = await countFailure(db, keys, now);
   const exceeded = rows.find((row) => row.failures > maxFailedLogins);
   return exceeded ? tooManyFailedLogins(exceeded.window_start + failedLoginWindowSeconds * 1000, now) : null;
@@ -65,9 +67,19 @@ function tooManyFailedLogins(windowEnd: number, now: number): RegistryError {
   });
 }
 
-/** Returns the rate-limit keys of a login attempt. */
+/** Returns the rate-limit keys of a login attempt: the user name, and the client address when it is known. */
 export function loginKeys(userName: string, clientAddress: string): string[] {
-  return [`user:${userName}`, `address:${addressKey(clientAddress)}`];
+  return [`user:${userName}`, ...addressKeys(clientAddress)];
+}
+
+/**
+ * Returns the rate-limit key of a client address, or none when the address is
+ * unknown. Only Cloudflare's network sets CF-Connecting-IP, so under
+ * `wrangler dev` every client would otherwise share one key, and ten typos
+ * by anyone would lock out everyone.
+ */
+export function addressKeys(clientAddress: string): string[] {
+  return clientAddress === unknownClientAddress ? [] : [`address:${addressKey(clientAddress)}`];
 }
 
 /**

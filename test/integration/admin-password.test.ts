@@ -141,7 +141,7 @@ describe("own password change", () => {
     expect(await loginStatus(user.name, user.password)).toBe(200);
   });
 
-  it("returns 403 for a registry token", async () => {
+  it("returns 401 for a registry token", async () => {
     const user = await createUser("registry-token");
     const tokenResponse = await registryFetch("/v2/token?service=registry.test", { headers: { Authorization: user.authorization } });
     expect(tokenResponse.status).toBe(200);
@@ -149,7 +149,7 @@ describe("own password change", () => {
 
     const response = await changePassword(`Bearer ${token}`, { currentPassword: user.password, newPassword });
 
-    await expectRegistryError(response, 403, "DENIED");
+    await expectRegistryError(response, 401, "UNAUTHORIZED");
   });
 
   it("returns 401 to the anonymous user", async () => {

@@ -215,9 +215,9 @@ describe("OIDC exchange to a group", () => {
   });
 
   it("is administrator through an admin group", async () => {
-    const token = await exchange(await mintIdToken({ repository: "acme/admin" }));
+    const authorization = basicAuthorization("oidc", await mintIdToken({ repository: "acme/admin" }));
 
-    const response = await adminRequest("GET", "/api/v1/users", undefined, `Bearer ${token}`);
+    const response = await adminRequest("GET", "/api/v1/users", undefined, authorization);
 
     expect(response.status).toBe(200);
   });
