@@ -5,7 +5,7 @@ import { log } from "../src/log";
 import { BlobHasher, type ChecksumState, type Checksums } from "../src/storage/hashing";
 import { assertRoomForPart, minPartSize, PartAssembler, type UploadedPart } from "../src/storage/part-assembler";
 
-/** What an upload session keeps in Durable Object storage between requests. */
+/** The state an upload session keeps in Durable Object storage between requests. */
 interface SessionState {
   /** The OCI repository name the session was opened for. */
   name: string;
@@ -51,8 +51,8 @@ const stateKey = "state";
 
 /**
  * One upload session per object. Every request of the session runs here, so
- * appends are serialised: the hash state, the multipart parts and the tail of
- * bytes not yet in a part are saved after each request and the session can
+ * appends are serialised. The hash state, the multipart parts and the tail of
+ * bytes not yet in a part are saved after each request, so the session can
  * continue from any Worker instance.
  */
 export class UploadSession extends DurableObject<Env> {
@@ -299,7 +299,7 @@ async function readBodyChunk(reader: ReadableStreamDefaultReader<Uint8Array>): P
   }
 }
 
-/** Formats the Range header of an upload that holds `offset` bytes. */
+/** Formats the Range header of an upload that has received `offset` bytes. */
 export function formatRange(offset: number): string {
   return `0-${Math.max(0, offset - 1)}`;
 }

@@ -41,8 +41,8 @@ app.use(async (c, next) => {
   });
 });
 
-// Until an administrator exists, the registry serves no writes: nobody could
-// be granted the right to make them.
+// Until an administrator exists, the registry serves no writes, because no
+// user could be granted the right to make them.
 app.use(async (c, next) => {
   if ((await ensureAdministrator(c.env)) || c.req.method === "GET" || c.req.method === "HEAD") return next();
   throw new RegistryError("UNAVAILABLE", "the registry has no administrator yet: set the ADMIN_PASSWORD secret and retry");
@@ -95,7 +95,7 @@ function errorResponse(c: AppContext, error: RegistryError): Response {
   addLogFields(c, { errorCode: error.code });
   const headers = new Headers({ "Content-Type": "application/json", ...error.headers });
   headers.set("Docker-Distribution-API-Version", "registry/2.0");
-  // Every 401 tells the client where to get a token.
+  // Every 401 names the token endpoint, so clients know where to get a token.
   if (error.code === "UNAUTHORIZED" && !headers.has("WWW-Authenticate")) headers.set("WWW-Authenticate", challengeHeader(c));
   const body = c.req.method === "HEAD" ? null : errorBody(error.code, error.message, error.detail);
   return new Response(body, { status: error.status, headers });

@@ -7,7 +7,7 @@ export interface RequestVariables {
   requestId: string;
   /** Ids added to this request's log line, such as repository, digest or upload id. */
   logFields: Record<string, unknown>;
-  /** Who sent the request; set by the authentication middleware. */
+  /** The authenticated sender of the request, set by the authentication middleware. */
   principal: Principal;
   /** The Docker token grants of the bearer token the request used, or null. */
   tokenAccess: import("./auth/scopes").RequestedScope[] | null;

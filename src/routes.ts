@@ -15,8 +15,8 @@ export type Handler = (c: AppContext, params: RouteParams) => Promise<Response> 
 export type Method = "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE";
 
 /**
- * What a request needs before its handler runs: a permission on the image
- * named in the path, any valid credentials or registry token, or nothing.
+ * The access rule of a route method: a permission on the image named in the
+ * path, any valid credentials or registry token, or nothing.
  */
 export type Access = Action | "credentials" | "public";
 

@@ -18,7 +18,7 @@ const effectiveQuerySchema = z.strictObject({
  * `GET /api/v1/permissions/effective?repo=&path=&user=`: the actions that a
  * user has at one image path, each with the permission targets that grant
  * it. Without `user`, or with the caller's own name, it shows the caller's
- * permissions as narrowed by the token they used; only administrators may
+ * permissions as narrowed by the token they used. Only administrators may
  * name another user or `anonymous`. A disabled user has no action.
  */
 export async function showEffectivePermissions(c: AppContext): Promise<Response> {
