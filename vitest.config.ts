@@ -29,8 +29,9 @@ export default defineConfig({
           // The Worker logs one JSON line per request; show them only for failed tests.
           silent: "passed-only",
           setupFiles: ["./test/integration/apply-migrations.ts"],
-          // Starts the test OpenID Connect issuer on 127.0.0.1 for the OIDC login tests.
-          globalSetup: ["./test/oidc-issuer/global-setup.ts"],
+          // Start the test OpenID Connect issuer for the OIDC login tests, and the test
+          // upstream registry for the remote repository tests, both on 127.0.0.1.
+          globalSetup: ["./test/oidc-issuer/global-setup.ts", "./test/upstream-registry/global-setup.ts"],
         },
       },
       {

@@ -13,6 +13,12 @@ export interface ManifestWrite {
   bytes: Uint8Array;
   manifest: ParsedManifest;
   tag: string | null;
+  /**
+   * Set for a manifest cached from the upstream of a remote repository. Its
+   * blobs are fetched when a client first requests them, so they are not
+   * required to be linked yet.
+   */
+  fromUpstream?: boolean;
 }
 
 /**
@@ -61,14 +67,14 @@ export class ImageStore extends DurableObject<Env> {
   /**
    * Stores a manifest's metadata and moves the tag, after checking that every
    * referenced blob is linked with the size its descriptor declares and every
-   * child manifest exists in this image.
+   * child manifest exists in this image, unless it comes from an upstream.
    * The manifest bytes are already in R2 under their digest.
    */
   async putManifest(write: ManifestWrite): Promise<RpcResult<void>> {
     return this.#rpc(async () => {
       const db = this.env.DB;
       const existing = await db.prepare("SELECT id FROM images WHERE name = ?").bind(write.name).first<{ id: number }>();
-      await this.#assertReferencesExist(existing?.id ?? null, write.manifest);
+      if (!write.fromUpstream) await this.#assertReferencesExist(existing?.id ?? null, write.manifest);
       await this.env.BLOBS.put(manifestStorageKey(write.digest), write.bytes);
       const imageId = existing?.id ?? (await this.#ensureImage(write.name, write.repositoryKey));
 

@@ -13,7 +13,8 @@ import { challengeHeader, requireAction, requireCredentials } from "./auth/autho
 import { ensureAdministrator } from "./auth/bootstrap";
 import { authenticate } from "./auth/credentials";
 import { anonymousPrincipal } from "./auth/permissions";
-import { parseImageName } from "./names";
+import { parseImageName, type ImageName } from "./names";
+import { getRepository } from "./storage/metadata";
 import { matchRoute, type Method } from "./routes";
 
 export const app = new Hono<AppEnv>();
@@ -79,6 +80,9 @@ app.all("/v2/*", async (c) => {
   if (access === undefined) throw new RegistryError("DENIED", "no access rule is defined for this endpoint");
   if (access === "credentials") requireCredentials(c);
   else if (access !== "public") await requireAction(c, parseImageName(match.params.name ?? ""), access);
+  if (match.params.name !== undefined && c.req.method !== "GET" && c.req.method !== "HEAD") {
+    await rejectWriteToRemote(c, parseImageName(match.params.name));
+  }
   return handler(c, match.params);
 });
 
@@ -90,6 +94,18 @@ app.onError((error, c) => {
   log.error("unhandled error", { requestId: c.get("requestId"), ...c.get("logFields"), error: String(error), stack: error.stack });
   return errorResponse(c, new RegistryError("INTERNAL_ERROR"));
 });
+
+/** Throws 405 UNSUPPORTED for a push, upload or delete in a remote repository, whose content only its upstream changes. */
+async function rejectWriteToRemote(c: AppContext, image: ImageName): Promise<void> {
+  const repository = await getRepository(c.env.DB, image.repositoryKey);
+  if (repository?.type !== "remote") return;
+  throw new RegistryError(
+    "UNSUPPORTED",
+    `repository '${image.repositoryKey}' is a remote repository, a read-only cache of another registry; push to a local repository instead`,
+    { repository: image.repositoryKey },
+    { Allow: "GET, HEAD" },
+  );
+}
 
 function errorResponse(c: AppContext, error: RegistryError): Response {
   addLogFields(c, { errorCode: error.code });

@@ -3,19 +3,77 @@ import { z } from "zod";
 import type { AppEnv } from "../context";
 import { RegistryError } from "../errors";
 import { isRepositoryKey } from "../names";
-import { getRepository, listRepositories, type RepositoryRow } from "../storage/metadata";
+import { getRemoteSettings, getRepository, listRepositories, type RemoteSettingsRow, type RepositoryRow } from "../storage/metadata";
 import { requireAdministrator, requireUser } from "./access";
 import { audit } from "../auth/audit";
+import { isConstraintFailure } from "./shared";
 
-const createRepositorySchema = z.strictObject({
-  key: z.string().refine(isRepositoryKey, "key must be one lowercase OCI name component of at most 64 characters, such as docker-local"),
-  type: z.literal("local"),
-  description: z.string().max(1024).default(""),
+const repositoryKeySchema = z
+  .string()
+  .refine(isRepositoryKey, "key must be one lowercase OCI name component of at most 64 characters, such as docker-local");
+
+const upstreamUrlSchema = z.url({
+  protocol: /^https?$/,
+  error: (issue) =>
+    issue.input === undefined
+      ? "a remote repository needs url, the base URL of the upstream registry, such as https://registry-1.docker.io"
+      : "url must be an http or https URL, such as https://registry-1.docker.io",
 });
+
+const cacheSecondsSchema = z.number().int().min(0).max(31_536_000);
+
+/** Fields of a remote repository that both create and PATCH accept. */
+const remoteFields = {
+  username: z.string().min(1).max(256),
+  tagCacheSeconds: cacheSecondsSchema,
+  negativeCacheSeconds: cacheSecondsSchema,
+  offline: z.boolean(),
+  dockerHub: z.boolean(),
+};
+
+// NOTE: upstream passwords are rejected rather than stored, because no encryption key for them exists yet, so a
+// remote repository pulls anonymously (with Bearer tokens the upstream issues to anonymous clients) even when it has a username.
+const passwordSchema = z
+  .string()
+  .optional()
+  .refine((password) => password === undefined, "upstream passwords are not supported yet; leave out password");
+
+// NOTE: virtual repositories, which would combine local and remote repositories under one key, do not exist yet.
+const createRepositorySchema = z.discriminatedUnion("type", [
+  z.strictObject({
+    key: repositoryKeySchema,
+    type: z.literal("local"),
+    description: z.string().max(1024).default(""),
+  }),
+  z.strictObject({
+    key: repositoryKeySchema,
+    type: z.literal("remote"),
+    description: z.string().max(1024).default(""),
+    url: upstreamUrlSchema,
+    username: remoteFields.username.optional(),
+    password: passwordSchema,
+    tagCacheSeconds: remoteFields.tagCacheSeconds.default(600),
+    negativeCacheSeconds: remoteFields.negativeCacheSeconds.default(60),
+    offline: remoteFields.offline.default(false),
+    dockerHub: remoteFields.dockerHub.default(false),
+  }),
+]);
+
+const updateRemoteSchema = z
+  .strictObject({
+    url: upstreamUrlSchema.optional(),
+    username: remoteFields.username.nullable().optional(),
+    password: passwordSchema,
+    tagCacheSeconds: remoteFields.tagCacheSeconds.optional(),
+    negativeCacheSeconds: remoteFields.negativeCacheSeconds.optional(),
+    offline: remoteFields.offline.optional(),
+    dockerHub: remoteFields.dockerHub.optional(),
+  })
+  .refine((patch) => Object.keys(patch).length > 0, "the request changes nothing; set at least one field");
 
 /**
  * JSON admin API for repositories under `/api/v1/repositories`. Any user may
- * list and show repositories; creating and deleting them needs an administrator.
+ * list and show repositories; creating, changing and deleting them needs an administrator.
  */
 export const repositoryAdmin = new Hono<AppEnv>();
 
@@ -29,30 +87,91 @@ repositoryAdmin.get("/", async (c) => {
 repositoryAdmin.post("/", async (c) => {
   requireAdministrator(c);
   const body = await readJson(c.req.raw);
-  const parsed = createRepositorySchema.safeParse(body);
-  if (!parsed.success) {
-    const issues = parsed.error.issues.map((issue) => ({ path: issue.path.join("."), message: issue.message }));
-    throw new RegistryError("INVALID_REQUEST", "repository definition is invalid", { issues });
+  const definition = validate(createRepositorySchema, body, "repository definition");
+  const { key, type, description } = definition;
+  const db = c.env.DB;
+
+  // The type column keeps 'local' for a remote repository, because its CHECK allows nothing else. The
+  // remote_repositories row makes it remote.
+  const statements = [db.prepare("INSERT INTO repositories (key, type, description) VALUES (?, 'local', ?)").bind(key, description)];
+  if (definition.type === "remote") {
+    statements.push(
+      db
+        .prepare(
+          `INSERT INTO remote_repositories (repository_key, url, username, tag_cache_seconds, negative_cache_seconds, offline, docker_hub)
+           VALUES (?, ?, ?, ?, ?, ?, ?)`,
+        )
+        .bind(
+          key,
+          definition.url,
+          definition.username ?? null,
+          definition.tagCacheSeconds,
+          definition.negativeCacheSeconds,
+          definition.offline ? 1 : 0,
+          definition.dockerHub ? 1 : 0,
+        ),
+    );
+  }
+  try {
+    await db.batch(statements);
+  } catch (error) {
+    if (isConstraintFailure(error, "UNIQUE", "repositories.key")) {
+      throw new RegistryError("CONFLICT", `repository '${key}' already exists`, { key });
+    }
+    throw error;
   }
 
-  const { key, type, description } = parsed.data;
-  const result = await c.env.DB.prepare("INSERT INTO repositories (key, type, description) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING")
-    .bind(key, type, description)
-    .run();
-  if (result.meta.changes === 0) throw new RegistryError("CONFLICT", `repository '${key}' already exists`, { key });
-
-  await audit(c, "repository.create", key, { type });
-  const created = await getRepository(c.env.DB, key);
-  return c.json(present(created!), 201, { Location: `/api/v1/repositories/${key}` });
+  const auditDetail = definition.type === "remote" ? { type, url: definition.url, offline: definition.offline } : { type };
+  await audit(c, "repository.create", key, auditDetail);
+  return c.json(await presentByKey(db, key), 201, { Location: `/api/v1/repositories/${key}` });
 });
 
 repositoryAdmin.get("/:key", async (c) => {
-  const repository = await getRepository(c.env.DB, c.req.param("key"));
-  if (!repository) throw new RegistryError("NAME_UNKNOWN", `repository '${c.req.param("key")}' does not exist`);
+  const key = c.req.param("key");
+  const repository = await presentByKey(c.env.DB, key);
   const images = await c.env.DB.prepare("SELECT COUNT(*) AS count FROM images WHERE repository_key = ?")
-    .bind(repository.key)
+    .bind(key)
     .first<{ count: number }>();
-  return c.json({ ...present(repository), imageCount: images?.count ?? 0 });
+  return c.json({ ...repository, imageCount: images?.count ?? 0 });
+});
+
+/** Changes the settings of a remote repository. Content already cached stays cached. */
+repositoryAdmin.patch("/:key", async (c) => {
+  requireAdministrator(c);
+  const key = c.req.param("key");
+  const body = await readJson(c.req.raw);
+  const patch = validate(updateRemoteSchema, body, "remote repository settings");
+  const repository = await getRepository(c.env.DB, key);
+  if (!repository) throw new RegistryError("NAME_UNKNOWN", `repository '${key}' does not exist`);
+  if (repository.type !== "remote") {
+    throw new RegistryError(
+      "INVALID_REQUEST",
+      `repository '${key}' is ${repository.type}; only remote repositories have settings to change`,
+      {
+        key,
+      },
+    );
+  }
+
+  const columns: Record<string, string | number | null> = {};
+  if (patch.url !== undefined) columns.url = patch.url;
+  if (patch.username !== undefined) columns.username = patch.username;
+  if (patch.tagCacheSeconds !== undefined) columns.tag_cache_seconds = patch.tagCacheSeconds;
+  if (patch.negativeCacheSeconds !== undefined) columns.negative_cache_seconds = patch.negativeCacheSeconds;
+  if (patch.offline !== undefined) columns.offline = patch.offline ? 1 : 0;
+  if (patch.dockerHub !== undefined) columns.docker_hub = patch.dockerHub ? 1 : 0;
+  const assignments = Object.keys(columns).map((column) => `${column} = ?`);
+  await c.env.DB.prepare(`UPDATE remote_repositories SET ${assignments.join(", ")} WHERE repository_key = ?`)
+    .bind(...Object.values(columns), key)
+    .run();
+
+  const changed = Object.keys(patch).filter((field) => field !== "password");
+  await audit(c, "repository.update", key, {
+    changed,
+    ...(patch.url !== undefined ? { url: patch.url } : {}),
+    ...(patch.offline !== undefined ? { offline: patch.offline } : {}),
+  });
+  return c.json(await presentByKey(c.env.DB, key));
 });
 
 /**
@@ -70,7 +189,7 @@ repositoryAdmin.delete("/:key", async (c) => {
 
 // Registered last, so these only run for methods that no route above handles.
 repositoryAdmin.all("/", (c) => rejectMethod(c.req.method, "GET, HEAD, POST"));
-repositoryAdmin.all("/:key", (c) => rejectMethod(c.req.method, "GET, HEAD, DELETE"));
+repositoryAdmin.all("/:key", (c) => rejectMethod(c.req.method, "GET, HEAD, PATCH, DELETE"));
 
 /** Throws the 405 UNSUPPORTED error with the Allow header of the route. */
 function rejectMethod(method: string, allowed: string): never {
@@ -79,6 +198,33 @@ function rejectMethod(method: string, allowed: string): never {
 
 function present(repository: RepositoryRow) {
   return { key: repository.key, type: repository.type, description: repository.description, createdAt: repository.created_at };
+}
+
+/** Presents a repository with its remote settings, if any. The response never contains an upstream password. */
+async function presentByKey(db: D1Database, key: string) {
+  const repository = await getRepository(db, key);
+  if (!repository) throw new RegistryError("NAME_UNKNOWN", `repository '${key}' does not exist`);
+  const settings = repository.type === "remote" ? await getRemoteSettings(db, key) : null;
+  return settings ? { ...present(repository), ...presentRemote(settings) } : present(repository);
+}
+
+function presentRemote(settings: RemoteSettingsRow) {
+  return {
+    url: settings.url,
+    username: settings.username,
+    tagCacheSeconds: settings.tag_cache_seconds,
+    negativeCacheSeconds: settings.negative_cache_seconds,
+    offline: settings.offline === 1,
+    dockerHub: settings.docker_hub === 1,
+  };
+}
+
+function validate<Schema extends z.ZodType>(schema: Schema, value: unknown, inputName: string): z.output<Schema> {
+  const parsed = schema.safeParse(value);
+  if (parsed.success) return parsed.data;
+
+  const issues = parsed.error.issues.map((issue) => ({ path: issue.path.join("."), message: issue.message }));
+  throw new RegistryError("INVALID_REQUEST", `${inputName} is invalid`, { issues });
 }
 
 async function readJson(request: Request): Promise<unknown> {

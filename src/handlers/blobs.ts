@@ -1,8 +1,9 @@
 import { addLogFields, type AppContext } from "../context";
 import { RegistryError, unwrapRpcResult } from "../errors";
-import { parseDigestFromPath } from "../names";
+import { parseDigestFromPath, type ImageName } from "../names";
 import type { RouteParams } from "../routes";
-import { findLinkedBlob } from "../storage/metadata";
+import { cacheBlob } from "../remote/pull-through";
+import { findLinkedBlob, getRemoteSettings } from "../storage/metadata";
 import { etagOf, imageStore, resolveImage } from "./shared";
 
 /** `GET` and `HEAD /v2/<name>/blobs/<digest>`, with single byte ranges and If-Range. */
@@ -11,7 +12,7 @@ export async function get(c: AppContext, params: RouteParams): Promise<Response>
   const digest = parseDigestFromPath(params.digest ?? "");
   addLogFields(c, { digest });
 
-  const blob = await findLinkedBlob(c.env.DB, image.full, digest);
+  const blob = (await findLinkedBlob(c.env.DB, image.full, digest)) ?? (await cacheFromUpstream(c, image, digest));
   if (!blob) throw new RegistryError("BLOB_UNKNOWN", `blob ${digest} is not in repository ${image.full}`, { digest });
 
   const range = ifRangeMatches(c.req.header("If-Range") ?? null, digest) ? parseRange(c.req.header("Range") ?? null, blob.size) : null;
@@ -32,6 +33,12 @@ export async function get(c: AppContext, params: RouteParams): Promise<Response>
   const object = await c.env.BLOBS.get(blob.storage_key, range ? { range: { offset: range.start, length } } : {});
   if (!object) throw new Error(`blob ${digest} is recorded in D1 but missing from R2 at ${blob.storage_key}`);
   return new Response(object.body, { status, headers });
+}
+
+/** Fetches a blob that a remote repository lacks from its upstream; returns null for a local repository. */
+async function cacheFromUpstream(c: AppContext, image: ImageName, digest: string) {
+  const remote = await getRemoteSettings(c.env.DB, image.repositoryKey);
+  return remote ? cacheBlob(c, image, remote, digest) : null;
 }
 
 /** `DELETE /v2/<name>/blobs/<digest>`: unlinks the blob from this image only. */

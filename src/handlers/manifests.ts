@@ -4,10 +4,11 @@ import { RegistryError, unwrapRpcResult } from "../errors";
 import { indexedAnnotations } from "../manifests/annotations";
 import { parseManifest } from "../manifests/schema";
 import { manifestStorageKey } from "../manifests/storage-key";
-import { assertTag, isDigestReference, parseDigest } from "../names";
+import { assertTag, isDigestReference, parseDigest, type ImageName } from "../names";
 import type { RouteParams } from "../routes";
 import { digestBytes } from "../storage/hashing";
-import { findManifest, findTaggedManifest, type ManifestRow } from "../storage/metadata";
+import { cacheManifest } from "../remote/pull-through";
+import { findManifest, findTaggedManifest, getRemoteSettings, type ManifestRow } from "../storage/metadata";
 import { etagOf, imageStore, resolveImage } from "./shared";
 
 /** Manifests larger than this are rejected with 413. */
@@ -17,7 +18,7 @@ export const maxManifestBytes = 4 * 1024 * 1024;
 export async function get(c: AppContext, params: RouteParams): Promise<Response> {
   const image = await resolveImage(c, params.name);
   const reference = decodeReference(params.reference ?? "");
-  const manifest = await resolveReference(c, image.full, reference);
+  const manifest = await resolveReference(c, image, reference);
   addLogFields(c, { reference, digest: manifest.digest });
 
   assertAccepted(c.req.header("Accept") ?? null, manifest.media_type);
@@ -119,17 +120,22 @@ function decodeReference(encoded: string): string {
   }
 }
 
-async function resolveReference(c: AppContext, imageName: string, reference: string): Promise<ManifestRow> {
-  if (isDigestReference(reference)) {
-    const digest = parseDigest(reference);
-    const manifest = await findManifest(c.env.DB, imageName, digest);
-    if (!manifest) throw new RegistryError("MANIFEST_UNKNOWN", `manifest ${digest} is not in repository ${imageName}`, { digest });
-    return manifest;
+/** Finds the manifest of a tag or digest; a remote repository fetches a missing one from its upstream. */
+async function resolveReference(c: AppContext, image: ImageName, reference: string): Promise<ManifestRow> {
+  const byDigest = isDigestReference(reference);
+  if (byDigest) parseDigest(reference);
+  else assertTag(reference);
+
+  const stored = byDigest ? await findManifest(c.env.DB, image.full, reference) : await findTaggedManifest(c.env.DB, image.full, reference);
+  if (stored) return stored;
+
+  const remote = await getRemoteSettings(c.env.DB, image.repositoryKey);
+  const cached = remote ? await cacheManifest(c, image, remote, reference) : null;
+  if (cached) return cached;
+  if (byDigest) {
+    throw new RegistryError("MANIFEST_UNKNOWN", `manifest ${reference} is not in repository ${image.full}`, { digest: reference });
   }
-  assertTag(reference);
-  const manifest = await findTaggedManifest(c.env.DB, imageName, reference);
-  if (!manifest) throw new RegistryError("MANIFEST_UNKNOWN", `tag ${reference} is not in repository ${imageName}`, { tag: reference });
-  return manifest;
+  throw new RegistryError("MANIFEST_UNKNOWN", `tag ${reference} is not in repository ${image.full}`, { tag: reference });
 }
 
 /**

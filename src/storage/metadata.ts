@@ -8,7 +8,8 @@
 
 export interface RepositoryRow {
   key: string;
-  type: "local";
+  /** "remote" when the repository has a remote_repositories row, else the column's value. */
+  type: "local" | "remote";
   description: string;
   created_at: string;
 }
@@ -30,13 +31,38 @@ export interface ManifestRow {
   annotations: string | null;
 }
 
+/** Settings of a remote repository, a pull-through cache of another registry. */
+export interface RemoteSettingsRow {
+  repository_key: string;
+  url: string;
+  username: string | null;
+  tag_cache_seconds: number;
+  negative_cache_seconds: number;
+  offline: number;
+  docker_hub: number;
+}
+
+const repositoryColumns = `r.key, CASE WHEN rr.repository_key IS NULL THEN r.type ELSE 'remote' END AS type, r.description, r.created_at
+  FROM repositories r LEFT JOIN remote_repositories rr ON rr.repository_key = r.key`;
+
 export async function getRepository(db: D1Database, key: string): Promise<RepositoryRow | null> {
-  return db.prepare("SELECT key, type, description, created_at FROM repositories WHERE key = ?").bind(key).first<RepositoryRow>();
+  return db.prepare(`SELECT ${repositoryColumns} WHERE r.key = ?`).bind(key).first<RepositoryRow>();
 }
 
 export async function listRepositories(db: D1Database): Promise<RepositoryRow[]> {
-  const { results } = await db.prepare("SELECT key, type, description, created_at FROM repositories ORDER BY key").all<RepositoryRow>();
+  const { results } = await db.prepare(`SELECT ${repositoryColumns} ORDER BY r.key`).all<RepositoryRow>();
   return results;
+}
+
+/** Returns the settings of a remote repository, or null for a local or missing one. */
+export async function getRemoteSettings(db: D1Database, key: string): Promise<RemoteSettingsRow | null> {
+  return db
+    .prepare(
+      `SELECT repository_key, url, username, tag_cache_seconds, negative_cache_seconds, offline, docker_hub
+         FROM remote_repositories WHERE repository_key = ?`,
+    )
+    .bind(key)
+    .first<RemoteSettingsRow>();
 }
 
 /** Returns the blob when it is linked to the image, else null. */

@@ -1,0 +1,148 @@
+import { requireAction } from "../auth/authorize";
+import type { AppContext } from "../context";
+import { RegistryError, unwrapRpcResult } from "../errors";
+import { indexedAnnotations } from "../manifests/annotations";
+import { parseManifest } from "../manifests/schema";
+import { isDigestReference } from "../names";
+import type { ImageName } from "../names";
+import { BlobHasher, digestBytes } from "../storage/hashing";
+import { findLinkedBlob, findManifest, type BlobRow, type ManifestRow, type RemoteSettingsRow } from "../storage/metadata";
+import { log } from "../log";
+import { imageStore } from "../handlers/shared";
+import { manifestMediaTypes, UpstreamClient, upstreamUnavailable } from "./upstream-client";
+
+/** Manifests larger than this are not cached. A manifest push has the same limit. */
+const maxManifestBytes = 4 * 1024 * 1024;
+
+// NOTE: a tag cached here is served from the cache forever. Revalidating it upstream after tagCacheSeconds is not
+// done yet, and neither is serving the stale copy with a Warning header when that revalidation fails.
+// NOTE: no scheduled (Cron) job refreshes cached tags ahead of requests.
+// NOTE: two concurrent misses on the same manifest or blob each fetch it upstream; nothing de-duplicates them.
+
+/**
+ * Fetches a manifest that a remote repository does not have from its
+ * upstream, stores its exact bytes through the image's ImageStore and returns
+ * its row. Returns null when the upstream does not have it or the repository
+ * is offline. A miss needs `deploy` on the image, because it writes to the cache.
+ */
+export async function cacheManifest(
+  c: AppContext,
+  image: ImageName,
+  settings: RemoteSettingsRow,
+  reference: string,
+): Promise<ManifestRow | null> {
+  // NOTE: offline is only the administrator's flag, so an unreachable upstream is not detected and marked offline.
+  if (settings.offline === 1) return null;
+  await requireAction(c, image, "deploy", "pull");
+
+  const client = new UpstreamClient(settings, image.path);
+  const response = await client.get(`manifests/${reference}`, manifestMediaTypes.join(", "));
+  // NOTE: an upstream 404 is not remembered for negativeCacheSeconds, so every request for a missing tag goes upstream.
+  if (response.status === 404) {
+    await response.body?.cancel();
+    return null;
+  }
+  if (response.status !== 200) {
+    await response.body?.cancel();
+    throw upstreamUnavailable(`the upstream registry returned ${response.status} for manifest ${reference} of ${client.path}`);
+  }
+
+  const declared = Number(response.headers.get("Content-Length") ?? "0");
+  if (declared > maxManifestBytes) {
+    await response.body?.cancel();
+    throw upstreamUnavailable(`the upstream manifest ${reference} of ${client.path} exceeds the limit of ${maxManifestBytes} bytes`);
+  }
+  const bytes = new Uint8Array(await response.arrayBuffer());
+  if (bytes.byteLength > maxManifestBytes) {
+    throw upstreamUnavailable(`the upstream manifest ${reference} of ${client.path} exceeds the limit of ${maxManifestBytes} bytes`);
+  }
+
+  const byDigest = isDigestReference(reference);
+  const algorithm = byDigest && reference.startsWith("sha512:") ? "sha512" : "sha256";
+  const digest = await digestBytes(algorithm, bytes);
+  const expected = byDigest ? reference : response.headers.get("Docker-Content-Digest");
+  if (expected !== null && expected.startsWith(`${algorithm}:`) && expected !== digest) {
+    log.warn("upstream manifest digest mismatch", { repository: image.full, reference, expected, actual: digest });
+    throw upstreamUnavailable(`the upstream registry sent manifest content with digest ${digest} for ${expected}`);
+  }
+
+  const manifest = parseManifest(bytes, response.headers.get("Content-Type"));
+  const stored = await imageStore(c, image).putManifest({
+    name: image.full,
+    repositoryKey: image.repositoryKey,
+    digest,
+    bytes,
+    manifest: { ...manifest, annotations: indexedAnnotations(manifest, bytes.byteLength) },
+    tag: byDigest ? null : reference,
+    fromUpstream: true,
+  });
+  unwrapRpcResult(stored);
+  return findManifest(c.env.DB, image.full, digest);
+}
+
+/**
+ * Fetches a blob that a remote repository does not have from its upstream,
+ * streams it into R2 while computing its checksums, and links it to the
+ * image. Content whose sha256 is not `digest` is deleted and rejected.
+ * Returns null when the upstream does not have the blob or the repository is offline.
+ */
+export async function cacheBlob(c: AppContext, image: ImageName, settings: RemoteSettingsRow, digest: string): Promise<BlobRow | null> {
+  if (settings.offline === 1) return null;
+  await requireAction(c, image, "deploy", "pull");
+  if (!digest.startsWith("sha256:")) {
+    throw new RegistryError("UNSUPPORTED", `remote repositories cache only sha256 blobs, not ${digest}`, { digest });
+  }
+
+  const client = new UpstreamClient(settings, image.path);
+  const response = await client.get(`blobs/${digest}`);
+  if (response.status === 404) {
+    await response.body?.cancel();
+    return null;
+  }
+  const length = Number(response.headers.get("Content-Length") ?? Number.NaN);
+  if (response.status !== 200 || !response.body || !Number.isSafeInteger(length)) {
+    await response.body?.cancel();
+    // NOTE: an upstream blob response without Content-Length is rejected, because R2 needs the length of a streamed put.
+    const problem = response.status === 200 ? "no Content-Length" : `status ${response.status}`;
+    throw upstreamUnavailable(`the upstream registry returned ${problem} for blob ${digest} of ${client.path}`);
+  }
+
+  const storageKey = `blobs/remote/${crypto.randomUUID()}`;
+  const checksums = await storeHashed(c.env.BLOBS, storageKey, response.body, length);
+  if (checksums.digest !== digest) {
+    await c.env.BLOBS.delete(storageKey);
+    log.warn("upstream blob digest mismatch", { repository: image.full, expected: digest, actual: checksums.digest });
+    throw upstreamUnavailable(`the upstream registry sent blob content with digest ${checksums.digest} for ${digest}`);
+  }
+
+  const linked = await imageStore(c, image).linkUploadedBlob(image.full, image.repositoryKey, {
+    digest,
+    size: length,
+    storageKey,
+    sha1: checksums.sha1,
+    md5: checksums.md5,
+  });
+  unwrapRpcResult(linked);
+  return findLinkedBlob(c.env.DB, image.full, digest);
+}
+
+/** Streams `body` into R2 under `key`, hashing it on the way, and returns its checksums. */
+async function storeHashed(bucket: R2Bucket, key: string, body: ReadableStream<Uint8Array>, length: number) {
+  const hasher = new BlobHasher();
+  const hashing = new TransformStream<Uint8Array, Uint8Array>({
+    transform(chunk, controller) {
+      hasher.update(chunk);
+      controller.enqueue(chunk);
+    },
+  });
+  const sized = new FixedLengthStream(length);
+  const piping = body.pipeThrough(hashing).pipeTo(sized.writable);
+  try {
+    await Promise.all([bucket.put(key, sized.readable), piping]);
+  } catch (error) {
+    log.warn("storing an upstream blob failed", { storageKey: key, error: String(error) });
+    await bucket.delete(key);
+    throw upstreamUnavailable("the upstream registry sent fewer or more bytes than its Content-Length");
+  }
+  return hasher.finish();
+}

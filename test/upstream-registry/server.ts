@@ -1,0 +1,144 @@
+import { createHash } from "node:crypto";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import type { UpstreamRegistryInfo } from "./types.ts";
+
+const service = "upstream.test";
+const manifestMediaType = "application/vnd.oci.image.manifest.v1+json";
+
+/**
+ * A minimal upstream registry for the remote repository tests, listening on
+ * 127.0.0.1. Every image path serves the same image (manifest, config and
+ * layer) under the tag `latest` and by digest, so each test picks a path of
+ * its own and reads that path's request counts from `GET /_counts/<path>`.
+ * Paths that start with `private-` need a Bearer token from `/token` and
+ * return 401 with a challenge when it is missing. Paths that start with `corrupt-`
+ * serve layer bytes that do not match the layer digest.
+ */
+export class UpstreamRegistry {
+  readonly info: UpstreamRegistryInfo;
+  readonly #server: Server;
+
+  private constructor(server: Server, info: UpstreamRegistryInfo) {
+    this.#server = server;
+    this.info = info;
+  }
+
+  /** Builds the image and starts the server on a free port. */
+  static async start(): Promise<UpstreamRegistry> {
+    const config = JSON.stringify({ architecture: "amd64", os: "linux", rootfs: { type: "layers", diff_ids: [] } });
+    const layer = "layer content of the test upstream image\n".repeat(64);
+    const configDigest = sha256Digest(config);
+    const layerDigest = sha256Digest(layer);
+    const manifest = JSON.stringify(
+      {
+        schemaVersion: 2,
+        mediaType: manifestMediaType,
+        config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: configDigest, size: Buffer.byteLength(config) },
+        layers: [{ mediaType: "application/vnd.oci.image.layer.v1.tar", digest: layerDigest, size: Buffer.byteLength(layer) }],
+      },
+      null,
+      3,
+    );
+    const counts = new Map<string, number>();
+
+    const server = createServer((request, response) => {
+      const url = new URL(request.url ?? "/", "http://127.0.0.1");
+      if (url.pathname.startsWith("/_counts/")) {
+        const prefix = url.pathname.slice("/_counts/".length);
+        sendJson(response, 200, Object.fromEntries([...counts].filter(([path]) => path.startsWith(prefix))));
+        return;
+      }
+
+      const path = url.pathname === "/token" ? `token:${url.searchParams.get("scope")}` : url.pathname.replace(/^\/v2\//, "");
+      counts.set(path, (counts.get(path) ?? 0) + 1);
+      if (url.pathname === "/token") {
+        sendToken(url, response);
+        return;
+      }
+
+      const match = /^\/v2\/(?<name>.+)\/(?<kind>manifests|blobs)\/(?<reference>[^/]+)$/.exec(url.pathname);
+      if (request.method !== "GET" || !match?.groups) {
+        sendJson(response, 404, { errors: [{ code: "NOT_FOUND", message: `no endpoint at ${request.method} ${url.pathname}` }] });
+        return;
+      }
+      const { name, kind, reference } = match.groups as { name: string; kind: string; reference: string };
+      if (name.startsWith("private-") && !hasToken(request, name)) {
+        response.writeHead(401, {
+          "Content-Type": "application/json",
+          "WWW-Authenticate": `Bearer realm="http://127.0.0.1:${port()}/token",service="${service}",scope="repository:${name}:pull"`,
+        });
+        response.end(JSON.stringify({ errors: [{ code: "UNAUTHORIZED", message: "authentication required" }] }));
+        return;
+      }
+
+      if (kind === "manifests" && (reference === "latest" || reference === sha256Digest(manifest))) {
+        sendContent(response, manifest, { "Content-Type": manifestMediaType, "Docker-Content-Digest": sha256Digest(manifest) });
+      } else if (kind === "blobs" && reference === configDigest) {
+        sendContent(response, config, { "Content-Type": "application/octet-stream", "Docker-Content-Digest": configDigest });
+      } else if (kind === "blobs" && reference === layerDigest) {
+        const content = name.startsWith("corrupt-") ? layer.toUpperCase() : layer;
+        sendContent(response, content, { "Content-Type": "application/octet-stream", "Docker-Content-Digest": layerDigest });
+      } else {
+        const code = kind === "manifests" ? "MANIFEST_UNKNOWN" : "BLOB_UNKNOWN";
+        sendJson(response, 404, { errors: [{ code, message: `${reference} is not in ${name}` }] });
+      }
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(0, "127.0.0.1", resolve);
+    });
+    const port = () => (server.address() as AddressInfo).port;
+
+    return new UpstreamRegistry(server, {
+      url: `http://127.0.0.1:${port()}`,
+      service,
+      manifest,
+      manifestDigest: sha256Digest(manifest),
+      manifestMediaType,
+      config,
+      configDigest,
+      layer,
+      layerDigest,
+    });
+  }
+
+  /** Stops the server and closes its open connections. */
+  async stop(): Promise<void> {
+    this.#server.closeAllConnections();
+    await new Promise<void>((resolve, reject) => this.#server.close((error) => (error ? reject(error) : resolve())));
+  }
+}
+
+/** Returns the token that the test token endpoint issues for pulling `name`. */
+function tokenFor(name: string): string {
+  return `pull-token-for-${name}`;
+}
+
+function hasToken(request: IncomingMessage, name: string): boolean {
+  return request.headers.authorization === `Bearer ${tokenFor(name)}`;
+}
+
+/** Issues a token for a `repository:<name>:pull` scope of the expected service, and returns 400 for anything else. */
+function sendToken(url: URL, response: ServerResponse): void {
+  const scope = /^repository:(?<name>[^:]+):pull$/.exec(url.searchParams.get("scope") ?? "");
+  if (url.searchParams.get("service") !== service || !scope?.groups) {
+    sendJson(response, 400, { error: "expected service=upstream.test and scope=repository:<name>:pull" });
+    return;
+  }
+  sendJson(response, 200, { token: tokenFor(scope.groups.name!) });
+}
+
+function sendContent(response: ServerResponse, content: string, headers: Record<string, string>): void {
+  response.writeHead(200, { ...headers, "Content-Length": String(Buffer.byteLength(content)) });
+  response.end(content);
+}
+
+function sendJson(response: ServerResponse, status: number, body: unknown): void {
+  response.writeHead(status, { "Content-Type": "application/json" });
+  response.end(JSON.stringify(body));
+}
+
+function sha256Digest(content: string): string {
+  return `sha256:${createHash("sha256").update(content).digest("hex")}`;
+}

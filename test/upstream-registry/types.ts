@@ -1,0 +1,22 @@
+/** What the test upstream registry passes to tests: its URL and the digests and bytes of the one image it serves. */
+export interface UpstreamRegistryInfo {
+  /** Base URL, such as http://127.0.0.1:41234. */
+  url: string;
+  /** The `service` that its token endpoint expects and its challenges name. */
+  service: string;
+  /** The image manifest's exact text, which is indented unusually so that a re-serialised copy would differ. */
+  manifest: string;
+  manifestDigest: string;
+  manifestMediaType: string;
+  /** The config and layer, as text; both are plain ASCII. */
+  config: string;
+  configDigest: string;
+  layer: string;
+  layerDigest: string;
+}
+
+declare module "vitest" {
+  export interface ProvidedContext {
+    upstreamRegistry: UpstreamRegistryInfo;
+  }
+}
