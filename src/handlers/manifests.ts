@@ -8,6 +8,7 @@ import { assertTag, isDigestReference, parseDigest, type ImageName } from "../na
 import type { RouteParams } from "../routes";
 import { digestBytes } from "../storage/hashing";
 import { cacheManifest } from "../remote/pull-through";
+import { revalidateTag, type CachedTag } from "../remote/revalidate-tag";
 import { findManifest, findTaggedManifest, getRemoteSettings, type ManifestRow } from "../storage/metadata";
 import { etagOf, imageStore, resolveImage } from "./shared";
 
@@ -18,7 +19,7 @@ export const maxManifestBytes = 4 * 1024 * 1024;
 export async function get(c: AppContext, params: RouteParams): Promise<Response> {
   const image = await resolveImage(c, params.name);
   const reference = decodeReference(params.reference ?? "");
-  const manifest = await resolveReference(c, image, reference);
+  const { manifest, stale } = await resolveReference(c, image, reference);
   addLogFields(c, { reference, digest: manifest.digest });
 
   assertAccepted(c.req.header("Accept") ?? null, manifest.media_type);
@@ -28,6 +29,7 @@ export async function get(c: AppContext, params: RouteParams): Promise<Response>
     "Docker-Content-Digest": manifest.digest,
     ETag: etagOf(manifest.digest),
   });
+  if (stale) headers.set("Warning", '110 - "Response is stale"');
   if (matchesEtag(c.req.header("If-None-Match") ?? null, manifest.digest)) {
     return new Response(null, { status: 304, headers });
   }
@@ -120,18 +122,24 @@ function decodeReference(encoded: string): string {
   }
 }
 
-/** Finds the manifest of a tag or digest; a remote repository fetches a missing one from its upstream. */
-async function resolveReference(c: AppContext, image: ImageName, reference: string): Promise<ManifestRow> {
+/**
+ * Finds the manifest of a tag or digest. A remote repository fetches a missing
+ * one from its upstream and revalidates a cached tag after tagCacheSeconds.
+ */
+async function resolveReference(c: AppContext, image: ImageName, reference: string): Promise<CachedTag> {
   const byDigest = isDigestReference(reference);
   if (byDigest) parseDigest(reference);
   else assertTag(reference);
 
   const stored = byDigest ? await findManifest(c.env.DB, image.full, reference) : await findTaggedManifest(c.env.DB, image.full, reference);
-  if (stored) return stored;
+  if (stored && byDigest) return { manifest: stored, stale: false };
 
   const remote = await getRemoteSettings(c.env.DB, image.repositoryKey);
+  if (stored && remote) return revalidateTag(c, image, remote, reference, stored);
+  if (stored) return { manifest: stored, stale: false };
+
   const cached = remote ? await cacheManifest(c, image, remote, reference) : null;
-  if (cached) return cached;
+  if (cached) return { manifest: cached, stale: false };
   if (byDigest) {
     throw new RegistryError("MANIFEST_UNKNOWN", `manifest ${reference} is not in repository ${image.full}`, { digest: reference });
   }

@@ -9,13 +9,22 @@ import { BlobHasher, digestBytes } from "../storage/hashing";
 import { findLinkedBlob, findManifest, type BlobRow, type ManifestRow, type RemoteSettingsRow } from "../storage/metadata";
 import { log } from "../log";
 import { imageStore } from "../handlers/shared";
-import { manifestMediaTypes, UpstreamClient, upstreamUnavailable } from "./upstream-client";
+import {
+  findManifestMissedAt,
+  forgetManifestMissing,
+  nowSeconds,
+  recordManifestMissing,
+  recordTagChecked,
+  recordUpstreamRetryAt,
+} from "./cache-state";
+import { manifestMediaTypes, manifestTimeoutMs, parseRetryAfter, UpstreamClient, upstreamUnavailable } from "./upstream-client";
 
 /** Manifests larger than this are not cached. A manifest push has the same limit. */
 const maxManifestBytes = 4 * 1024 * 1024;
 
-// NOTE: a tag cached here is served from the cache forever. Revalidating it upstream after tagCacheSeconds is not
-// done yet, and neither is serving the stale copy with a Warning header when that revalidation fails.
+/** How long upstream requests stay blocked after a 429 without a valid Retry-After header. */
+const defaultRetryAfterSeconds = 60;
+
 // NOTE: no scheduled (Cron) job refreshes cached tags ahead of requests.
 // NOTE: two concurrent misses on the same manifest or blob each fetch it upstream; nothing de-duplicates them.
 
@@ -35,15 +44,42 @@ export async function cacheManifest(
   if (settings.offline === 1) return null;
   await requireAction(c, image, "deploy", "pull");
 
+  const now = nowSeconds();
+  const missedAt = await findManifestMissedAt(c.env.DB, image.full, reference);
+  if (missedAt !== null && now - missedAt < settings.negative_cache_seconds) return null;
+  assertUpstreamNotRateLimited(settings, now);
+
   const client = new UpstreamClient(settings, image.path);
-  const response = await client.get(`manifests/${reference}`, manifestMediaTypes.join(", "));
-  // NOTE: an upstream 404 is not remembered for negativeCacheSeconds, so every request for a missing tag goes upstream.
+  const response = await client.get(`manifests/${reference}`, manifestMediaTypes.join(", "), manifestTimeoutMs);
   if (response.status === 404) {
     await response.body?.cancel();
+    await recordManifestMissing(c.env.DB, image.repositoryKey, image.full, reference, now);
     return null;
   }
+
+  const stored = await storeUpstreamManifest(c, image, settings, client, reference, response);
+  if (missedAt !== null) await forgetManifestMissing(c.env.DB, image.full, reference);
+  if (!isDigestReference(reference)) await recordTagChecked(c.env.DB, image.full, reference, now);
+  return stored;
+}
+
+/**
+ * Stores the manifest of an upstream GET response for `reference` through the
+ * image's ImageStore, moving the tag when `reference` is a tag, and returns
+ * its row. Any status but 200 raises UNAVAILABLE, and a 429 also blocks
+ * upstream requests for the repository until its Retry-After.
+ */
+export async function storeUpstreamManifest(
+  c: AppContext,
+  image: ImageName,
+  settings: RemoteSettingsRow,
+  client: UpstreamClient,
+  reference: string,
+  response: Response,
+): Promise<ManifestRow> {
   if (response.status !== 200) {
     await response.body?.cancel();
+    await recordRateLimit(c, settings, response);
     throw upstreamUnavailable(`the upstream registry returned ${response.status} for manifest ${reference} of ${client.path}`);
   }
 
@@ -52,7 +88,7 @@ export async function cacheManifest(
     await response.body?.cancel();
     throw upstreamUnavailable(`the upstream manifest ${reference} of ${client.path} exceeds the limit of ${maxManifestBytes} bytes`);
   }
-  const bytes = new Uint8Array(await response.arrayBuffer());
+  const bytes = await readUpstreamBody(response, `manifest ${reference} of ${client.path}`);
   if (bytes.byteLength > maxManifestBytes) {
     throw upstreamUnavailable(`the upstream manifest ${reference} of ${client.path} exceeds the limit of ${maxManifestBytes} bytes`);
   }
@@ -77,7 +113,35 @@ export async function cacheManifest(
     fromUpstream: true,
   });
   unwrapRpcResult(stored);
-  return findManifest(c.env.DB, image.full, digest);
+  const row = await findManifest(c.env.DB, image.full, digest);
+  if (!row) throw new Error(`manifest ${digest} was stored but is missing from D1`);
+  return row;
+}
+
+/** Reads a whole upstream response body, raising UNAVAILABLE when the connection fails or the timeout aborts it. */
+async function readUpstreamBody(response: Response, what: string): Promise<Uint8Array> {
+  try {
+    return new Uint8Array(await response.arrayBuffer());
+  } catch (error) {
+    log.warn("reading an upstream response failed", { url: response.url, error: String(error) });
+    throw upstreamUnavailable(`reading the upstream ${what} failed`);
+  }
+}
+
+/** Raises UNAVAILABLE while an earlier upstream 429 blocks requests for the repository. */
+export function assertUpstreamNotRateLimited(settings: RemoteSettingsRow, now: number): void {
+  if (settings.upstream_retry_at === null || settings.upstream_retry_at <= now) return;
+  throw upstreamUnavailable(
+    `the upstream registry of ${settings.repository_key} returned 429, so no request is sent before ${new Date(settings.upstream_retry_at * 1000).toISOString()}`,
+  );
+}
+
+/** Blocks upstream requests for the repository until the Retry-After of a 429 response. Does nothing for any other status. */
+export async function recordRateLimit(c: AppContext, settings: RemoteSettingsRow, response: Response): Promise<void> {
+  if (response.status !== 429) return;
+  const retryAt = parseRetryAfter(response.headers.get("Retry-After"), nowSeconds(), defaultRetryAfterSeconds);
+  log.warn("upstream registry rate limit", { repository: settings.repository_key, retryAt });
+  await recordUpstreamRetryAt(c.env.DB, settings.repository_key, retryAt);
 }
 
 /**
@@ -93,6 +157,8 @@ export async function cacheBlob(c: AppContext, image: ImageName, settings: Remot
     throw new RegistryError("UNSUPPORTED", `remote repositories cache only sha256 blobs, not ${digest}`, { digest });
   }
 
+  assertUpstreamNotRateLimited(settings, nowSeconds());
+
   const client = new UpstreamClient(settings, image.path);
   const response = await client.get(`blobs/${digest}`);
   if (response.status === 404) {
@@ -102,6 +168,7 @@ export async function cacheBlob(c: AppContext, image: ImageName, settings: Remot
   const length = Number(response.headers.get("Content-Length") ?? Number.NaN);
   if (response.status !== 200 || !response.body || !Number.isSafeInteger(length)) {
     await response.body?.cancel();
+    await recordRateLimit(c, settings, response);
     // NOTE: an upstream blob response without Content-Length is rejected, because R2 needs the length of a streamed put.
     const problem = response.status === 200 ? "no Content-Length" : `status ${response.status}`;
     throw upstreamUnavailable(`the upstream registry returned ${problem} for blob ${digest} of ${client.path}`);

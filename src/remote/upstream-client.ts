@@ -10,10 +10,13 @@ export const manifestMediaTypes = [
   "application/vnd.docker.distribution.manifest.v2+json",
 ];
 
+/** Upstream manifest requests that take longer than this, body included, fail as if the upstream were unreachable. */
+export const manifestTimeoutMs = 30_000;
+
 /**
- * Sends GET requests to the upstream registry of a remote repository. On a
- * 401 with a Bearer challenge it fetches a token for `repository:<path>:pull`
- * from the challenge's realm and retries once.
+ * Sends GET and HEAD requests to the upstream registry of a remote repository.
+ * On a 401 with a Bearer challenge it fetches a token for
+ * `repository:<path>:pull` from the challenge's realm and retries once.
  */
 export class UpstreamClient {
   readonly #baseUrl: string;
@@ -25,14 +28,27 @@ export class UpstreamClient {
     this.path = settings.docker_hub === 1 && !localPath.includes("/") ? `library/${localPath}` : localPath;
   }
 
-  /** Fetches `/v2/<path>/<suffix>` upstream, such as `manifests/latest` or `blobs/sha256:…`. */
-  async get(suffix: string, accept?: string): Promise<Response> {
+  /**
+   * Fetches `/v2/<path>/<suffix>` upstream, such as `manifests/latest` or `blobs/sha256:…`.
+   * With `timeoutMs`, the request and the reading of its body are aborted after that many milliseconds.
+   */
+  async get(suffix: string, accept?: string, timeoutMs?: number): Promise<Response> {
+    return this.#request("GET", suffix, accept, timeoutMs);
+  }
+
+  /** Sends HEAD for `/v2/<path>/<suffix>` upstream, with the same Accept, token and timeout handling as `get`. */
+  async head(suffix: string, accept?: string, timeoutMs?: number): Promise<Response> {
+    return this.#request("HEAD", suffix, accept, timeoutMs);
+  }
+
+  async #request(method: "GET" | "HEAD", suffix: string, accept?: string, timeoutMs?: number): Promise<Response> {
     const url = `${this.#baseUrl}/v2/${this.path}/${suffix}`;
     const headers = new Headers();
     if (accept) headers.set("Accept", accept);
+    const signal = timeoutMs === undefined ? undefined : AbortSignal.timeout(timeoutMs);
 
     // NOTE: a token is fetched again for every upstream request, because tokens are not cached for their lifetime.
-    const first = await this.#send(url, headers);
+    const first = await this.#send(url, { method, headers, signal });
     if (first.status !== 401) return first;
     const challenge = parseBearerChallenge(first.headers.get("WWW-Authenticate"));
     if (!challenge) return first;
@@ -40,12 +56,12 @@ export class UpstreamClient {
     await first.body?.cancel();
     const token = await this.#fetchToken(challenge);
     headers.set("Authorization", `Bearer ${token}`);
-    return this.#send(url, headers);
+    return this.#send(url, { method, headers, signal });
   }
 
-  async #send(url: string, headers: Headers): Promise<Response> {
+  async #send(url: string, init: RequestInit): Promise<Response> {
     try {
-      return await fetch(url, { headers });
+      return await fetch(url, init);
     } catch (error) {
       log.warn("upstream request failed", { url, error: String(error) });
       throw upstreamUnavailable(`request to the upstream registry at ${this.#baseUrl} failed`);
@@ -57,7 +73,7 @@ export class UpstreamClient {
     if (challenge.service) tokenUrl.searchParams.set("service", challenge.service);
     tokenUrl.searchParams.set("scope", `repository:${this.path}:pull`);
 
-    const response = await this.#send(tokenUrl.toString(), new Headers());
+    const response = await this.#send(tokenUrl.toString(), {});
     if (!response.ok) {
       await response.body?.cancel();
       throw upstreamUnavailable(`the upstream token endpoint ${tokenUrl.origin}${tokenUrl.pathname} returned ${response.status}`);
@@ -91,4 +107,17 @@ export function parseBearerChallenge(header: string | null): BearerChallenge | n
 /** Builds the 503 UNAVAILABLE that a client gets when the upstream registry cannot serve a cache miss. */
 export function upstreamUnavailable(message: string): RegistryError {
   return new RegistryError("UNAVAILABLE", message);
+}
+
+/**
+ * Parses a Retry-After header (RFC 9110), either delay seconds or an HTTP date,
+ * into the Unix time in seconds after which a request may be sent again.
+ * A missing or invalid header yields `now + fallbackSeconds`.
+ */
+export function parseRetryAfter(header: string | null, now: number, fallbackSeconds: number): number {
+  const value = header?.trim() ?? "";
+  if (/^\d+$/.test(value)) return now + Number(value);
+  const date = Date.parse(value);
+  if (!Number.isNaN(date)) return Math.max(now, Math.ceil(date / 1000));
+  return now + fallbackSeconds;
 }

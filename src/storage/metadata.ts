@@ -40,6 +40,8 @@ export interface RemoteSettingsRow {
   negative_cache_seconds: number;
   offline: number;
   docker_hub: number;
+  /** Unix seconds before which no upstream request is sent, after an upstream 429; null when not rate-limited. */
+  upstream_retry_at: number | null;
 }
 
 const repositoryColumns = `r.key, CASE WHEN rr.repository_key IS NULL THEN r.type ELSE 'remote' END AS type, r.description, r.created_at
@@ -58,7 +60,7 @@ export async function listRepositories(db: D1Database): Promise<RepositoryRow[]>
 export async function getRemoteSettings(db: D1Database, key: string): Promise<RemoteSettingsRow | null> {
   return db
     .prepare(
-      `SELECT repository_key, url, username, tag_cache_seconds, negative_cache_seconds, offline, docker_hub
+      `SELECT repository_key, url, username, tag_cache_seconds, negative_cache_seconds, offline, docker_hub, upstream_retry_at
          FROM remote_repositories WHERE repository_key = ?`,
     )
     .bind(key)

@@ -17,7 +17,7 @@ afterAll(async () => {
 
 printLogsOnFailure(() => ({ "wrangler dev": registry }));
 
-/** The administrator's Authorization header for the registry under test. */
+/** Returns the administrator's Authorization header for the registry under test. */
 function asAdmin(): Record<string, string> {
   return authorizationHeaders(registry!.adminCredentials);
 }

@@ -1,6 +1,6 @@
 import { inject } from "vitest";
 import { expect } from "vitest";
-import "../upstream-registry/types";
+import type { UpstreamBehaviour } from "../upstream-registry/types";
 import { adminRequest, uniqueName } from "./admin-helpers";
 
 /** The test upstream registry that the vitest global setup started on 127.0.0.1. */
@@ -32,4 +32,10 @@ export async function upstreamTokenCount(path: string): Promise<number> {
   expect(response.status).toBe(200);
   const counts = (await response.json()) as Record<string, number>;
   return counts[`token:repository:${path}:pull`] ?? 0;
+}
+
+/** Changes how the test upstream responds for one image path from now on. */
+export async function setUpstreamBehaviour(path: string, behaviour: UpstreamBehaviour): Promise<void> {
+  const response = await fetch(`${upstream.url}/_behaviour/${path}`, { method: "POST", body: JSON.stringify(behaviour) });
+  expect(response.status).toBe(200);
 }

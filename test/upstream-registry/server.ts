@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import type { UpstreamRegistryInfo } from "./types.ts";
+import type { UpstreamBehaviour, UpstreamRegistryInfo } from "./types.ts";
 
 const service = "upstream.test";
 const manifestMediaType = "application/vnd.oci.image.manifest.v1+json";
@@ -13,7 +13,9 @@ const manifestMediaType = "application/vnd.oci.image.manifest.v1+json";
  * its own and reads that path's request counts from `GET /_counts/<path>`.
  * Paths that start with `private-` need a Bearer token from `/token` and
  * return 401 with a challenge when it is missing. Paths that start with `corrupt-`
- * serve layer bytes that do not match the layer digest.
+ * serve layer bytes that do not match the layer digest. HEAD requests are
+ * counted under `HEAD <path>`. `POST /_behaviour/<path>` with a JSON
+ * `UpstreamBehaviour` changes how that image path responds from then on.
  */
 export class UpstreamRegistry {
   readonly info: UpstreamRegistryInfo;
@@ -40,25 +42,36 @@ export class UpstreamRegistry {
       null,
       3,
     );
+    const movedManifest = manifest.replace('"schemaVersion": 2,', '"schemaVersion": 2,\n   "annotations": { "test.moved": "true" },');
     const counts = new Map<string, number>();
+    const behaviours = new Map<string, UpstreamBehaviour>();
 
     const server = createServer((request, response) => {
       const url = new URL(request.url ?? "/", "http://127.0.0.1");
       if (url.pathname.startsWith("/_counts/")) {
         const prefix = url.pathname.slice("/_counts/".length);
-        sendJson(response, 200, Object.fromEntries([...counts].filter(([path]) => path.startsWith(prefix))));
+        const matching = [...counts].filter(([path]) => path.replace(/^HEAD /, "").startsWith(prefix));
+        sendJson(response, 200, Object.fromEntries(matching));
+        return;
+      }
+      if (url.pathname.startsWith("/_behaviour/") && request.method === "POST") {
+        void readJson(request).then((behaviour) => {
+          behaviours.set(url.pathname.slice("/_behaviour/".length), behaviour as UpstreamBehaviour);
+          sendJson(response, 200, {});
+        });
         return;
       }
 
       const path = url.pathname === "/token" ? `token:${url.searchParams.get("scope")}` : url.pathname.replace(/^\/v2\//, "");
-      counts.set(path, (counts.get(path) ?? 0) + 1);
+      const counted = request.method === "HEAD" ? `HEAD ${path}` : path;
+      counts.set(counted, (counts.get(counted) ?? 0) + 1);
       if (url.pathname === "/token") {
         sendToken(url, response);
         return;
       }
 
       const match = /^\/v2\/(?<name>.+)\/(?<kind>manifests|blobs)\/(?<reference>[^/]+)$/.exec(url.pathname);
-      if (request.method !== "GET" || !match?.groups) {
+      if ((request.method !== "GET" && request.method !== "HEAD") || !match?.groups) {
         sendJson(response, 404, { errors: [{ code: "NOT_FOUND", message: `no endpoint at ${request.method} ${url.pathname}` }] });
         return;
       }
@@ -72,7 +85,21 @@ export class UpstreamRegistry {
         return;
       }
 
-      if (kind === "manifests" && (reference === "latest" || reference === sha256Digest(manifest))) {
+      const behaviour = behaviours.get(name) ?? {};
+      if (behaviour.down) {
+        request.socket.destroy();
+        return;
+      }
+      if (behaviour.status !== undefined) {
+        response.writeHead(behaviour.status, behaviour.retryAfter === undefined ? {} : { "Retry-After": behaviour.retryAfter });
+        response.end();
+        return;
+      }
+
+      const latest = behaviour.moved ? movedManifest : manifest;
+      if (kind === "manifests" && (reference === "latest" || reference === sha256Digest(latest))) {
+        sendContent(response, latest, { "Content-Type": manifestMediaType, "Docker-Content-Digest": sha256Digest(latest) });
+      } else if (kind === "manifests" && reference === sha256Digest(manifest)) {
         sendContent(response, manifest, { "Content-Type": manifestMediaType, "Docker-Content-Digest": sha256Digest(manifest) });
       } else if (kind === "blobs" && reference === configDigest) {
         sendContent(response, config, { "Content-Type": "application/octet-stream", "Docker-Content-Digest": configDigest });
@@ -95,6 +122,8 @@ export class UpstreamRegistry {
       service,
       manifest,
       manifestDigest: sha256Digest(manifest),
+      movedManifest,
+      movedManifestDigest: sha256Digest(movedManifest),
       manifestMediaType,
       config,
       configDigest,
@@ -129,9 +158,16 @@ function sendToken(url: URL, response: ServerResponse): void {
   sendJson(response, 200, { token: tokenFor(scope.groups.name!) });
 }
 
+/** Sends `content`, or only its headers for a HEAD request. */
 function sendContent(response: ServerResponse, content: string, headers: Record<string, string>): void {
   response.writeHead(200, { ...headers, "Content-Length": String(Buffer.byteLength(content)) });
-  response.end(content);
+  response.end(response.req.method === "HEAD" ? undefined : content);
+}
+
+async function readJson(request: IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of request) chunks.push(chunk as Buffer);
+  return JSON.parse(Buffer.concat(chunks).toString("utf8"));
 }
 
 function sendJson(response: ServerResponse, status: number, body: unknown): void {

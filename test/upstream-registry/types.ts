@@ -7,12 +7,27 @@ export interface UpstreamRegistryInfo {
   /** The image manifest's exact text, which is indented unusually so that a re-serialised copy would differ. */
   manifest: string;
   manifestDigest: string;
+  /** The manifest that `latest` points to after a test moves the tag with `{ moved: true }`. */
+  movedManifest: string;
+  movedManifestDigest: string;
   manifestMediaType: string;
   /** The config and layer, as text; both are plain ASCII. */
   config: string;
   configDigest: string;
   layer: string;
   layerDigest: string;
+}
+
+/** How one image path of the test upstream responds, set with `POST /_behaviour/<path>`. */
+export interface UpstreamBehaviour {
+  /** Serves `movedManifest` under `latest`. */
+  moved?: boolean;
+  /** Answers every manifest and blob request with this status and an empty body. */
+  status?: number;
+  /** The Retry-After header sent with `status`. */
+  retryAfter?: string;
+  /** Closes the connection without a response, as an unreachable upstream would. */
+  down?: boolean;
 }
 
 declare module "vitest" {

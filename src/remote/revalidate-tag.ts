@@ -1,0 +1,77 @@
+import type { AppContext } from "../context";
+import { RegistryError } from "../errors";
+import { log } from "../log";
+import type { ImageName } from "../names";
+import type { ManifestRow, RemoteSettingsRow } from "../storage/metadata";
+import { findTagCheckedAt, nowSeconds, recordTagChecked } from "./cache-state";
+import { recordRateLimit, storeUpstreamManifest } from "./pull-through";
+import { manifestMediaTypes, manifestTimeoutMs, UpstreamClient } from "./upstream-client";
+
+/** A cached manifest and whether it is served without a successful upstream check within tagCacheSeconds. */
+export interface CachedTag {
+  manifest: ManifestRow;
+  stale: boolean;
+}
+
+/**
+ * Returns the manifest of a tag that a remote repository has cached. Within
+ * tagCacheSeconds of the last upstream check it sends no upstream request.
+ * After that it sends HEAD upstream, and when the upstream digest differs it
+ * fetches the new manifest and moves the cached tag. When the upstream fails
+ * (connection error, timeout, any status but 200, or a 429 still in force) it
+ * returns the cached manifest marked stale. A revalidation needs only the
+ * `read` that the request already passed, because it keeps cached content current.
+ */
+export async function revalidateTag(
+  c: AppContext,
+  image: ImageName,
+  settings: RemoteSettingsRow,
+  tag: string,
+  cached: ManifestRow,
+): Promise<CachedTag> {
+  const now = nowSeconds();
+  const checkedAt = await findTagCheckedAt(c.env.DB, image.full, tag);
+  if (checkedAt !== null && now - checkedAt < settings.tag_cache_seconds) return { manifest: cached, stale: false };
+  if (settings.offline === 1) return { manifest: cached, stale: true };
+
+  const ids = { repository: image.full, tag, digest: cached.digest };
+  if (settings.upstream_retry_at !== null && settings.upstream_retry_at > now) {
+    log.warn("serving a stale tag because the upstream rate limit is in force", { ...ids, retryAt: settings.upstream_retry_at });
+    return { manifest: cached, stale: true };
+  }
+
+  try {
+    const moved = await fetchIfMoved(c, image, settings, tag, cached);
+    await recordTagChecked(c.env.DB, image.full, tag, now);
+    if (moved) log.info("cached tag moved upstream", { ...ids, upstreamDigest: moved.digest });
+    return { manifest: moved ?? cached, stale: false };
+  } catch (error) {
+    if (!(error instanceof RegistryError)) throw error;
+    log.warn("serving a stale tag because revalidating it upstream failed", { ...ids, error: error.message });
+    return { manifest: cached, stale: true };
+  }
+}
+
+/** Sends HEAD for the tag upstream and, when its digest differs from `cached`, fetches and stores the new manifest. */
+async function fetchIfMoved(
+  c: AppContext,
+  image: ImageName,
+  settings: RemoteSettingsRow,
+  tag: string,
+  cached: ManifestRow,
+): Promise<ManifestRow | null> {
+  const client = new UpstreamClient(settings, image.path);
+  const accept = manifestMediaTypes.join(", ");
+  const head = await client.head(`manifests/${tag}`, accept, manifestTimeoutMs);
+  await head.body?.cancel();
+  if (head.status !== 200) {
+    await recordRateLimit(c, settings, head);
+    // NOTE: an upstream 404 for a cached tag is treated as a failure, so the cached tag keeps being served stale.
+    throw new RegistryError("UNAVAILABLE", `the upstream registry returned ${head.status} for HEAD of manifest ${tag} of ${client.path}`);
+  }
+  if (head.headers.get("Docker-Content-Digest") === cached.digest) return null;
+
+  const response = await client.get(`manifests/${tag}`, accept, manifestTimeoutMs);
+  const stored = await storeUpstreamManifest(c, image, settings, client, tag, response);
+  return stored.digest === cached.digest ? null : stored;
+}
