@@ -1,7 +1,6 @@
 import { requireAction } from "../auth/authorize";
 import { addLogFields, type AppContext } from "../context";
 import { RegistryError, unwrapRpcResult } from "../errors";
-import { indexedAnnotations } from "../manifests/annotations";
 import { parseManifest } from "../manifests/schema";
 import { manifestStorageKey } from "../manifests/storage-key";
 import { assertTag, isDigestReference, parseDigest, type ImageName } from "../names";
@@ -10,7 +9,7 @@ import { digestBytes } from "../storage/hashing";
 import { cacheManifest } from "../remote/pull-through";
 import { revalidateTag, type CachedTag } from "../remote/revalidate-tag";
 import { findManifest, findTaggedManifest, getRemoteSettings, type ManifestRow } from "../storage/metadata";
-import { etagOf, imageStore, resolveImage } from "./shared";
+import { etagOf, imageStore, resolveImage, storeManifest } from "./shared";
 
 /** Manifests larger than this are rejected with 413. */
 export const maxManifestBytes = 4 * 1024 * 1024;
@@ -65,16 +64,7 @@ export async function put(c: AppContext, params: RouteParams): Promise<Response>
     const current = await findTaggedManifest(c.env.DB, image.full, reference);
     if (current && current.digest !== digest) await requireAction(c, image, "delete", "push");
   }
-  const stored = await imageStore(c, image).putManifest({
-    name: image.full,
-    repositoryKey: image.repositoryKey,
-    digest,
-    bytes,
-    // The D1 row keeps only the annotations that the referrers list reads.
-    manifest: { ...manifest, annotations: indexedAnnotations(manifest, bytes.byteLength) },
-    tag: byDigest ? null : reference,
-  });
-  unwrapRpcResult(stored);
+  await storeManifest(c, image, { digest, bytes, manifest, tag: byDigest ? null : reference });
 
   const headers = new Headers({
     Location: `/v2/${image.full}/manifests/${digest}`,

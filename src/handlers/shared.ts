@@ -1,5 +1,7 @@
 import { addLogFields, type AppContext } from "../context";
-import { RegistryError } from "../errors";
+import { RegistryError, unwrapRpcResult } from "../errors";
+import { indexedAnnotations } from "../manifests/annotations";
+import type { ParsedManifest } from "../manifests/schema";
 import { parseImageName, type ImageName } from "../names";
 import { getRepository } from "../storage/metadata";
 
@@ -71,4 +73,32 @@ export function jsonResponse(c: AppContext, body: string, headers: Headers): Res
 /** Formats a digest as a strong ETag. */
 export function etagOf(digest: string): string {
   return `"${digest}"`;
+}
+
+/** The fields of a manifest write that callers choose; see `storeManifest`. */
+export interface ManifestToStore {
+  digest: string;
+  bytes: Uint8Array;
+  manifest: ParsedManifest;
+  tag: string | null;
+  /** Set for a remote repository's cache, whose referenced blobs arrive later. */
+  fromUpstream?: boolean;
+}
+
+/**
+ * Stores a validated manifest through the image's ImageStore and throws its
+ * RegistryError, if any, in the caller. The D1 row keeps only the annotations
+ * that the referrers list reads.
+ */
+export async function storeManifest(c: AppContext, image: ImageName, write: ManifestToStore): Promise<void> {
+  const stored = await imageStore(c, image).putManifest({
+    name: image.full,
+    repositoryKey: image.repositoryKey,
+    digest: write.digest,
+    bytes: write.bytes,
+    manifest: { ...write.manifest, annotations: indexedAnnotations(write.manifest, write.bytes.byteLength) },
+    tag: write.tag,
+    fromUpstream: write.fromUpstream,
+  });
+  unwrapRpcResult(stored);
 }

@@ -1,14 +1,13 @@
 import { requireAction } from "../auth/authorize";
 import type { AppContext } from "../context";
 import { RegistryError, unwrapRpcResult } from "../errors";
-import { indexedAnnotations } from "../manifests/annotations";
 import { parseManifest } from "../manifests/schema";
 import { isDigestReference } from "../names";
 import type { ImageName } from "../names";
 import { BlobHasher, digestBytes } from "../storage/hashing";
 import { findLinkedBlob, findManifest, type BlobRow, type ManifestRow, type RemoteSettingsRow } from "../storage/metadata";
 import { log } from "../log";
-import { imageStore } from "../handlers/shared";
+import { imageStore, storeManifest } from "../handlers/shared";
 import {
   findManifestMissedAt,
   forgetManifestMissing,
@@ -103,16 +102,7 @@ export async function storeUpstreamManifest(
   }
 
   const manifest = parseManifest(bytes, response.headers.get("Content-Type"));
-  const stored = await imageStore(c, image).putManifest({
-    name: image.full,
-    repositoryKey: image.repositoryKey,
-    digest,
-    bytes,
-    manifest: { ...manifest, annotations: indexedAnnotations(manifest, bytes.byteLength) },
-    tag: byDigest ? null : reference,
-    fromUpstream: true,
-  });
-  unwrapRpcResult(stored);
+  await storeManifest(c, image, { digest, bytes, manifest, tag: byDigest ? null : reference, fromUpstream: true });
   const row = await findManifest(c.env.DB, image.full, digest);
   if (!row) throw new Error(`manifest ${digest} was stored but is missing from D1`);
   return row;

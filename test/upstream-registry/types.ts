@@ -22,7 +22,7 @@ export interface UpstreamRegistryInfo {
 export interface UpstreamBehaviour {
   /** Serves `movedManifest` under `latest`. */
   moved?: boolean;
-  /** Answers every manifest and blob request with this status and an empty body. */
+  /** Makes every manifest and blob request fail with this status and an empty body. */
   status?: number;
   /** The Retry-After header sent with `status`. */
   retryAfter?: string;
