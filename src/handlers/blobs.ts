@@ -4,7 +4,7 @@ import { parseDigestFromPath, type ImageName } from "../names";
 import type { RouteParams } from "../routes";
 import { cacheBlob } from "../remote/pull-through";
 import { findLinkedBlob, getRemoteSettings } from "../storage/metadata";
-import { etagOf, imageStore, resolveImage } from "./shared";
+import { etagOf, imageStore, requireUpstreamFetch, resolveImage } from "./shared";
 
 /** `GET` and `HEAD /v2/<name>/blobs/<digest>`, with single byte ranges and If-Range. */
 export async function get(c: AppContext, params: RouteParams): Promise<Response> {
@@ -38,7 +38,9 @@ export async function get(c: AppContext, params: RouteParams): Promise<Response>
 /** Fetches a blob that a remote repository lacks from its upstream; returns null for a local repository. */
 async function cacheFromUpstream(c: AppContext, image: ImageName, digest: string) {
   const remote = await getRemoteSettings(c.env.DB, image.repositoryKey);
-  return remote ? cacheBlob(c, image, remote, digest) : null;
+  if (!remote) return null;
+  await requireUpstreamFetch(c, image, remote);
+  return cacheBlob(c.env, image, remote, digest);
 }
 
 /** `DELETE /v2/<name>/blobs/<digest>`: unlinks the blob from this image only. */
@@ -47,7 +49,7 @@ export async function remove(c: AppContext, params: RouteParams): Promise<Respon
   const digest = parseDigestFromPath(params.digest ?? "");
   addLogFields(c, { digest });
 
-  const removed = unwrapRpcResult(await imageStore(c, image).unlinkBlob(image.full, digest));
+  const removed = unwrapRpcResult(await imageStore(c.env, image).unlinkBlob(image.full, digest));
   if (!removed) throw new RegistryError("BLOB_UNKNOWN", `blob ${digest} is not in repository ${image.full}`, { digest });
   return new Response(null, { status: 202, headers: { "Content-Length": "0" } });
 }

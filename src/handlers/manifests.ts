@@ -9,7 +9,7 @@ import { digestBytes } from "../storage/hashing";
 import { cacheManifest } from "../remote/pull-through";
 import { revalidateTag, type CachedTag } from "../remote/revalidate-tag";
 import { findManifest, findTaggedManifest, getRemoteSettings, type ManifestRow } from "../storage/metadata";
-import { etagOf, imageStore, resolveImage, storeManifest } from "./shared";
+import { etagOf, imageStore, requireUpstreamFetch, resolveImage, storeManifest } from "./shared";
 
 /** Manifests larger than this are rejected with 413. */
 export const maxManifestBytes = 4 * 1024 * 1024;
@@ -64,7 +64,7 @@ export async function put(c: AppContext, params: RouteParams): Promise<Response>
     const current = await findTaggedManifest(c.env.DB, image.full, reference);
     if (current && current.digest !== digest) await requireAction(c, image, "delete", "push");
   }
-  await storeManifest(c, image, { digest, bytes, manifest, tag: byDigest ? null : reference });
+  await storeManifest(c.env, image, { digest, bytes, manifest, tag: byDigest ? null : reference });
 
   const headers = new Headers({
     Location: `/v2/${image.full}/manifests/${digest}`,
@@ -80,7 +80,7 @@ export async function remove(c: AppContext, params: RouteParams): Promise<Respon
   const image = await resolveImage(c, params.name);
   const reference = decodeReference(params.reference ?? "");
   addLogFields(c, { reference });
-  const store = imageStore(c, image);
+  const store = imageStore(c.env, image);
 
   if (isDigestReference(reference)) {
     const digest = parseDigest(reference);
@@ -125,10 +125,11 @@ async function resolveReference(c: AppContext, image: ImageName, reference: stri
   if (stored && byDigest) return { manifest: stored, stale: false };
 
   const remote = await getRemoteSettings(c.env.DB, image.repositoryKey);
-  if (stored && remote) return revalidateTag(c, image, remote, reference, stored);
+  if (stored && remote) return revalidateTag(c.env, image, remote, reference, stored);
   if (stored) return { manifest: stored, stale: false };
 
-  const cached = remote ? await cacheManifest(c, image, remote, reference) : null;
+  if (remote) await requireUpstreamFetch(c, image, remote);
+  const cached = remote ? await cacheManifest(c.env, image, remote, reference) : null;
   if (cached) return { manifest: cached, stale: false };
   if (byDigest) {
     throw new RegistryError("MANIFEST_UNKNOWN", `manifest ${reference} is not in repository ${image.full}`, { digest: reference });

@@ -4,6 +4,9 @@ import { indexedAnnotations } from "../manifests/annotations";
 import type { ParsedManifest } from "../manifests/schema";
 import { parseImageName, type ImageName } from "../names";
 import { getRepository } from "../storage/metadata";
+import type { Env } from "../env";
+import { requireAction } from "../auth/authorize";
+import type { RemoteSettingsRow } from "../storage/metadata";
 
 /**
  * Validates the name in the path and checks that its repository exists.
@@ -25,8 +28,9 @@ export async function resolveImage(c: AppContext, rawName: string | undefined): 
   return image;
 }
 
-export function imageStore(c: AppContext, image: ImageName) {
-  return c.env.IMAGE_STORES.get(c.env.IMAGE_STORES.idFromName(image.full));
+/** Returns the stub of the image's ImageStore Durable Object, which queues every write to the image. */
+export function imageStore(env: Env, image: ImageName) {
+  return env.IMAGE_STORES.get(env.IMAGE_STORES.idFromName(image.full));
 }
 
 /** The largest page of tags or repositories returned by one request; a larger `n` is lowered to it. */
@@ -90,8 +94,8 @@ export interface ManifestToStore {
  * RegistryError, if any, in the caller. The D1 row keeps only the annotations
  * that the referrers list reads.
  */
-export async function storeManifest(c: AppContext, image: ImageName, write: ManifestToStore): Promise<void> {
-  const stored = await imageStore(c, image).putManifest({
+export async function storeManifest(env: Env, image: ImageName, write: ManifestToStore): Promise<void> {
+  const stored = await imageStore(env, image).putManifest({
     name: image.full,
     repositoryKey: image.repositoryKey,
     digest: write.digest,
@@ -101,4 +105,14 @@ export async function storeManifest(c: AppContext, image: ImageName, write: Mani
     fromUpstream: write.fromUpstream,
   });
   unwrapRpcResult(stored);
+}
+
+/**
+ * Checks that the request may fetch a missing manifest or blob from the
+ * upstream of a remote repository. That writes to the cache, so it needs
+ * `deploy`. An offline repository fetches nothing, so its misses need no more
+ * than the `read` the route already checked.
+ */
+export async function requireUpstreamFetch(c: AppContext, image: ImageName, settings: RemoteSettingsRow): Promise<void> {
+  if (settings.offline !== 1) await requireAction(c, image, "deploy", "pull");
 }

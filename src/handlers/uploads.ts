@@ -38,7 +38,7 @@ export async function start(c: AppContext, params: RouteParams): Promise<Respons
       c,
       await session.commit({ name: image.full, body: c.req.raw.body, start: null, length: declaredLength(c), digest }),
     );
-    unwrapRpcResult(await imageStore(c, image).linkUploadedBlob(image.full, image.repositoryKey, committed));
+    unwrapRpcResult(await imageStore(c.env, image).linkUploadedBlob(image.full, image.repositoryKey, committed));
     return blobCreated(image, committed.digest);
   }
 
@@ -100,7 +100,7 @@ export async function commit(c: AppContext, params: RouteParams): Promise<Respon
   // NOTE: a session outlives a delete of its repository, so when a repository
   // with the same key is created before the session expires, the blob is
   // linked into the new repository.
-  unwrapRpcResult(await imageStore(c, image).linkUploadedBlob(image.full, image.repositoryKey, committed));
+  unwrapRpcResult(await imageStore(c.env, image).linkUploadedBlob(image.full, image.repositoryKey, committed));
   return blobCreated(image, committed.digest);
 }
 
@@ -150,7 +150,7 @@ async function tryMount(c: AppContext, image: ImageName, digest: string, from: s
   if (!(await allows(c, source, "read"))) return null;
   const blob = await findLinkedBlob(c.env.DB, source.full, digest);
   if (!blob) return null;
-  unwrapRpcResult(await imageStore(c, image).linkExistingBlob(image.full, image.repositoryKey, digest));
+  unwrapRpcResult(await imageStore(c.env, image).linkExistingBlob(image.full, image.repositoryKey, digest));
   return digest;
 }
 

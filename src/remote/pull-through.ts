@@ -1,5 +1,4 @@
-import { requireAction } from "../auth/authorize";
-import type { AppContext } from "../context";
+import type { Env } from "../env";
 import { RegistryError, unwrapRpcResult } from "../errors";
 import { parseManifest } from "../manifests/schema";
 import { isDigestReference } from "../names";
@@ -31,20 +30,20 @@ const defaultRetryAfterSeconds = 60;
  * Fetches a manifest that a remote repository does not have from its
  * upstream, stores its exact bytes through the image's ImageStore and returns
  * its row. Returns null when the upstream does not have it or the repository
- * is offline. A miss needs `deploy` on the image, because it writes to the cache.
+ * is offline. The caller checks that the request may fetch upstream
+ * (`requireUpstreamFetch`), because a miss writes to the cache.
  */
 export async function cacheManifest(
-  c: AppContext,
+  env: Env,
   image: ImageName,
   settings: RemoteSettingsRow,
   reference: string,
 ): Promise<ManifestRow | null> {
   // NOTE: offline is only the administrator's flag, so an unreachable upstream is not detected and marked offline.
   if (settings.offline === 1) return null;
-  await requireAction(c, image, "deploy", "pull");
 
   const now = nowSeconds();
-  const missedAt = await findManifestMissedAt(c.env.DB, image.full, reference);
+  const missedAt = await findManifestMissedAt(env.DB, image.full, reference);
   if (missedAt !== null && now - missedAt < settings.negative_cache_seconds) return null;
   assertUpstreamNotRateLimited(settings, now);
 
@@ -52,13 +51,13 @@ export async function cacheManifest(
   const response = await client.get(`manifests/${reference}`, manifestMediaTypes.join(", "), manifestTimeoutMs);
   if (response.status === 404) {
     await response.body?.cancel();
-    await recordManifestMissing(c.env.DB, image.repositoryKey, image.full, reference, now);
+    await recordManifestMissing(env.DB, image.repositoryKey, image.full, reference, now);
     return null;
   }
 
-  const stored = await storeUpstreamManifest(c, image, settings, client, reference, response);
-  if (missedAt !== null) await forgetManifestMissing(c.env.DB, image.full, reference);
-  if (!isDigestReference(reference)) await recordTagChecked(c.env.DB, image.full, reference, now);
+  const stored = await storeUpstreamManifest(env, image, settings, client, reference, response);
+  if (missedAt !== null) await forgetManifestMissing(env.DB, image.full, reference);
+  if (!isDigestReference(reference)) await recordTagChecked(env.DB, image.full, reference, now);
   return stored;
 }
 
@@ -69,7 +68,7 @@ export async function cacheManifest(
  * upstream requests for the repository until its Retry-After.
  */
 export async function storeUpstreamManifest(
-  c: AppContext,
+  env: Env,
   image: ImageName,
   settings: RemoteSettingsRow,
   client: UpstreamClient,
@@ -78,7 +77,7 @@ export async function storeUpstreamManifest(
 ): Promise<ManifestRow> {
   if (response.status !== 200) {
     await response.body?.cancel();
-    await recordRateLimit(c, settings, response);
+    await recordRateLimit(env, settings, response);
     throw upstreamUnavailable(`the upstream registry returned ${response.status} for manifest ${reference} of ${client.path}`);
   }
 
@@ -102,8 +101,8 @@ export async function storeUpstreamManifest(
   }
 
   const manifest = parseManifest(bytes, response.headers.get("Content-Type"));
-  await storeManifest(c, image, { digest, bytes, manifest, tag: byDigest ? null : reference, fromUpstream: true });
-  const row = await findManifest(c.env.DB, image.full, digest);
+  await storeManifest(env, image, { digest, bytes, manifest, tag: byDigest ? null : reference, fromUpstream: true });
+  const row = await findManifest(env.DB, image.full, digest);
   if (!row) throw new Error(`manifest ${digest} was stored but is missing from D1`);
   return row;
 }
@@ -127,22 +126,22 @@ export function assertUpstreamNotRateLimited(settings: RemoteSettingsRow, now: n
 }
 
 /** Blocks upstream requests for the repository until the Retry-After of a 429 response. Does nothing for any other status. */
-export async function recordRateLimit(c: AppContext, settings: RemoteSettingsRow, response: Response): Promise<void> {
+export async function recordRateLimit(env: Env, settings: RemoteSettingsRow, response: Response): Promise<void> {
   if (response.status !== 429) return;
   const retryAt = parseRetryAfter(response.headers.get("Retry-After"), nowSeconds(), defaultRetryAfterSeconds);
   log.warn("upstream registry rate limit", { repository: settings.repository_key, retryAt });
-  await recordUpstreamRetryAt(c.env.DB, settings.repository_key, retryAt);
+  await recordUpstreamRetryAt(env.DB, settings.repository_key, retryAt);
 }
 
 /**
  * Fetches a blob that a remote repository does not have from its upstream,
  * streams it into R2 while computing its checksums, and links it to the
  * image. Content whose sha256 is not `digest` is deleted and rejected.
- * Returns null when the upstream does not have the blob or the repository is offline.
+ * Returns null when the upstream does not have the blob or the repository is
+ * offline. The caller checks that the request may fetch upstream.
  */
-export async function cacheBlob(c: AppContext, image: ImageName, settings: RemoteSettingsRow, digest: string): Promise<BlobRow | null> {
+export async function cacheBlob(env: Env, image: ImageName, settings: RemoteSettingsRow, digest: string): Promise<BlobRow | null> {
   if (settings.offline === 1) return null;
-  await requireAction(c, image, "deploy", "pull");
   if (!digest.startsWith("sha256:")) {
     throw new RegistryError("UNSUPPORTED", `remote repositories cache only sha256 blobs, not ${digest}`, { digest });
   }
@@ -158,21 +157,21 @@ export async function cacheBlob(c: AppContext, image: ImageName, settings: Remot
   const length = Number(response.headers.get("Content-Length") ?? Number.NaN);
   if (response.status !== 200 || !response.body || !Number.isSafeInteger(length)) {
     await response.body?.cancel();
-    await recordRateLimit(c, settings, response);
+    await recordRateLimit(env, settings, response);
     // NOTE: an upstream blob response without Content-Length is rejected, because R2 needs the length of a streamed put.
     const problem = response.status === 200 ? "no Content-Length" : `status ${response.status}`;
     throw upstreamUnavailable(`the upstream registry returned ${problem} for blob ${digest} of ${client.path}`);
   }
 
   const storageKey = `blobs/remote/${crypto.randomUUID()}`;
-  const checksums = await storeHashed(c.env.BLOBS, storageKey, response.body, length);
+  const checksums = await storeHashed(env.BLOBS, storageKey, response.body, length);
   if (checksums.digest !== digest) {
-    await c.env.BLOBS.delete(storageKey);
+    await env.BLOBS.delete(storageKey);
     log.warn("upstream blob digest mismatch", { repository: image.full, expected: digest, actual: checksums.digest });
     throw upstreamUnavailable(`the upstream registry sent blob content with digest ${checksums.digest} for ${digest}`);
   }
 
-  const linked = await imageStore(c, image).linkUploadedBlob(image.full, image.repositoryKey, {
+  const linked = await imageStore(env, image).linkUploadedBlob(image.full, image.repositoryKey, {
     digest,
     size: length,
     storageKey,
@@ -180,7 +179,7 @@ export async function cacheBlob(c: AppContext, image: ImageName, settings: Remot
     md5: checksums.md5,
   });
   unwrapRpcResult(linked);
-  return findLinkedBlob(c.env.DB, image.full, digest);
+  return findLinkedBlob(env.DB, image.full, digest);
 }
 
 /** Streams `body` into R2 under `key`, hashing it on the way, and returns its checksums. */

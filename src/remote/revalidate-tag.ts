@@ -1,4 +1,4 @@
-import type { AppContext } from "../context";
+import type { Env } from "../env";
 import { RegistryError } from "../errors";
 import { log } from "../log";
 import type { ImageName } from "../names";
@@ -23,14 +23,14 @@ export interface CachedTag {
  * `read` that the request already passed, because it keeps cached content current.
  */
 export async function revalidateTag(
-  c: AppContext,
+  env: Env,
   image: ImageName,
   settings: RemoteSettingsRow,
   tag: string,
   cached: ManifestRow,
 ): Promise<CachedTag> {
   const now = nowSeconds();
-  const checkedAt = await findTagCheckedAt(c.env.DB, image.full, tag);
+  const checkedAt = await findTagCheckedAt(env.DB, image.full, tag);
   if (checkedAt !== null && now - checkedAt < settings.tag_cache_seconds) return { manifest: cached, stale: false };
   if (settings.offline === 1) return { manifest: cached, stale: true };
 
@@ -41,8 +41,8 @@ export async function revalidateTag(
   }
 
   try {
-    const moved = await fetchIfMoved(c, image, settings, tag, cached);
-    await recordTagChecked(c.env.DB, image.full, tag, now);
+    const moved = await fetchIfMoved(env, image, settings, tag, cached);
+    await recordTagChecked(env.DB, image.full, tag, now);
     if (moved) log.info("cached tag moved upstream", { ...ids, upstreamDigest: moved.digest });
     return { manifest: moved ?? cached, stale: false };
   } catch (error) {
@@ -54,7 +54,7 @@ export async function revalidateTag(
 
 /** Sends HEAD for the tag upstream and, when its digest differs from `cached`, fetches and stores the new manifest. */
 async function fetchIfMoved(
-  c: AppContext,
+  env: Env,
   image: ImageName,
   settings: RemoteSettingsRow,
   tag: string,
@@ -65,13 +65,13 @@ async function fetchIfMoved(
   const head = await client.head(`manifests/${tag}`, accept, manifestTimeoutMs);
   await head.body?.cancel();
   if (head.status !== 200) {
-    await recordRateLimit(c, settings, head);
+    await recordRateLimit(env, settings, head);
     // NOTE: an upstream 404 for a cached tag is treated as a failure, so the cached tag keeps being served stale.
     throw new RegistryError("UNAVAILABLE", `the upstream registry returned ${head.status} for HEAD of manifest ${tag} of ${client.path}`);
   }
   if (head.headers.get("Docker-Content-Digest") === cached.digest) return null;
 
   const response = await client.get(`manifests/${tag}`, accept, manifestTimeoutMs);
-  const stored = await storeUpstreamManifest(c, image, settings, client, tag, response);
+  const stored = await storeUpstreamManifest(env, image, settings, client, tag, response);
   return stored.digest === cached.digest ? null : stored;
 }
