@@ -1,5 +1,5 @@
 import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-plugin";
-import { generateKeyPairSync } from "node:crypto";
+import { generateKeyPairSync, randomBytes } from "node:crypto";
 import { defineConfig } from "vitest/config";
 
 /** A throwaway token signing key for the integration tests. */
@@ -19,6 +19,7 @@ export default defineConfig({
                 UPLOAD_PART_SIZE_MIB: "5",
                 ADMIN_PASSWORD: "test-admin-password",
                 TOKEN_SIGNING_KEY: testSigningKey,
+                CREDENTIALS_KEY: randomBytes(32).toString("base64"),
               },
             },
           })),

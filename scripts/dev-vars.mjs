@@ -1,7 +1,8 @@
 // Writes the secrets that `wrangler dev` needs into .dev.vars when they are
-// missing: the local administrator password that the README shows, and a
-// fresh P-256 key for signing registry tokens. Existing values are kept.
-import { generateKeyPairSync } from "node:crypto";
+// missing: the local administrator password that the README shows, a fresh
+// P-256 key for signing registry tokens, and a fresh AES key for upstream
+// passwords. Existing values are kept, and missing ones are appended.
+import { generateKeyPairSync, randomBytes } from "node:crypto";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
@@ -18,6 +19,7 @@ if (!defined.has("TOKEN_SIGNING_KEY")) {
   const pem = privateKey.export({ type: "pkcs8", format: "pem" }).toString().trim();
   additions.push(`TOKEN_SIGNING_KEY="${pem.replaceAll("\n", "\\n")}"`);
 }
+if (!defined.has("CREDENTIALS_KEY")) additions.push(`CREDENTIALS_KEY="${randomBytes(32).toString("base64")}"`);
 
 if (additions.length > 0) {
   const separator = current === "" || current.endsWith("\n") ? "" : "\n";

@@ -15,6 +15,11 @@ export interface Env {
   ADMIN_PASSWORD?: string;
   /** Secret: PKCS#8 PEM of the P-256 key that signs registry tokens. */
   TOKEN_SIGNING_KEY?: string;
+  /**
+   * Secret: base64 of 32 random bytes, the AES-GCM key that encrypts upstream
+   * passwords of remote repositories. Without it no password can be set.
+   */
+  CREDENTIALS_KEY?: string;
   /** The `iss` claim of registry tokens. */
   TOKEN_ISSUER: string;
 }

@@ -7,6 +7,9 @@ import { getRemoteSettings, getRepository, listRepositories, type RemoteSettings
 import { requireAdministrator, requireUser } from "./access";
 import { audit } from "../auth/audit";
 import { isConstraintFailure } from "./shared";
+import type { Env } from "../env";
+import { nowSeconds } from "../remote/cache-state";
+import { encryptPassword } from "../remote/credentials";
 
 const repositoryKeySchema = z
   .string()
@@ -25,18 +28,18 @@ const cacheSecondsSchema = z.number().int().min(0).max(31_536_000);
 /** Fields of a remote repository that both create and PATCH accept. */
 const remoteFields = {
   username: z.string().min(1).max(256),
+  /** Write-only: stored encrypted under CREDENTIALS_KEY and never returned. */
+  password: z.string().min(1).max(1024),
   tagCacheSeconds: cacheSecondsSchema,
   negativeCacheSeconds: cacheSecondsSchema,
   offline: z.boolean(),
   dockerHub: z.boolean(),
+  failureThreshold: z.number().int().min(1).max(100),
+  offlineSeconds: z.number().int().min(0).max(86_400),
+  recentPullSeconds: cacheSecondsSchema,
 };
 
-// NOTE: upstream passwords are rejected rather than stored, because no encryption key for them exists yet, so a
-// remote repository pulls anonymously (with Bearer tokens the upstream issues to anonymous clients) even when it has a username.
-const passwordSchema = z
-  .string()
-  .optional()
-  .refine((password) => password === undefined, "upstream passwords are not supported yet; leave out password");
+const passwordNeedsUsername = "password needs username, the upstream user that the password belongs to";
 
 // NOTE: virtual repositories, which would combine local and remote repositories under one key, do not exist yet.
 const createRepositorySchema = z.discriminatedUnion("type", [
@@ -45,29 +48,40 @@ const createRepositorySchema = z.discriminatedUnion("type", [
     type: z.literal("local"),
     description: z.string().max(1024).default(""),
   }),
-  z.strictObject({
-    key: repositoryKeySchema,
-    type: z.literal("remote"),
-    description: z.string().max(1024).default(""),
-    url: upstreamUrlSchema,
-    username: remoteFields.username.optional(),
-    password: passwordSchema,
-    tagCacheSeconds: remoteFields.tagCacheSeconds.default(600),
-    negativeCacheSeconds: remoteFields.negativeCacheSeconds.default(60),
-    offline: remoteFields.offline.default(false),
-    dockerHub: remoteFields.dockerHub.default(false),
-  }),
+  z
+    .strictObject({
+      key: repositoryKeySchema,
+      type: z.literal("remote"),
+      description: z.string().max(1024).default(""),
+      url: upstreamUrlSchema,
+      username: remoteFields.username.optional(),
+      password: remoteFields.password.optional(),
+      tagCacheSeconds: remoteFields.tagCacheSeconds.default(600),
+      negativeCacheSeconds: remoteFields.negativeCacheSeconds.default(60),
+      offline: remoteFields.offline.default(false),
+      dockerHub: remoteFields.dockerHub.default(false),
+      failureThreshold: remoteFields.failureThreshold.default(3),
+      offlineSeconds: remoteFields.offlineSeconds.default(300),
+      recentPullSeconds: remoteFields.recentPullSeconds.default(86_400),
+    })
+    .refine((remote) => remote.password === undefined || remote.username !== undefined, {
+      path: ["password"],
+      message: passwordNeedsUsername,
+    }),
 ]);
 
 const updateRemoteSchema = z
   .strictObject({
     url: upstreamUrlSchema.optional(),
     username: remoteFields.username.nullable().optional(),
-    password: passwordSchema,
+    password: remoteFields.password.nullable().optional(),
     tagCacheSeconds: remoteFields.tagCacheSeconds.optional(),
     negativeCacheSeconds: remoteFields.negativeCacheSeconds.optional(),
     offline: remoteFields.offline.optional(),
     dockerHub: remoteFields.dockerHub.optional(),
+    failureThreshold: remoteFields.failureThreshold.optional(),
+    offlineSeconds: remoteFields.offlineSeconds.optional(),
+    recentPullSeconds: remoteFields.recentPullSeconds.optional(),
   })
   .refine((patch) => Object.keys(patch).length > 0, "the request changes nothing; set at least one field");
 
@@ -95,20 +109,26 @@ repositoryAdmin.post("/", async (c) => {
   // remote_repositories row makes it remote.
   const statements = [db.prepare("INSERT INTO repositories (key, type, description) VALUES (?, 'local', ?)").bind(key, description)];
   if (definition.type === "remote") {
+    const passwordCiphertext = definition.password === undefined ? null : await encryptPassword(c.env, key, definition.password);
     statements.push(
       db
         .prepare(
-          `INSERT INTO remote_repositories (repository_key, url, username, tag_cache_seconds, negative_cache_seconds, offline, docker_hub)
-           VALUES (?, ?, ?, ?, ?, ?, ?)`,
+          `INSERT INTO remote_repositories (repository_key, url, username, password_ciphertext, tag_cache_seconds, negative_cache_seconds,
+             offline, docker_hub, failure_threshold, offline_seconds, recent_pull_seconds)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         )
         .bind(
           key,
           definition.url,
           definition.username ?? null,
+          passwordCiphertext,
           definition.tagCacheSeconds,
           definition.negativeCacheSeconds,
           definition.offline ? 1 : 0,
           definition.dockerHub ? 1 : 0,
+          definition.failureThreshold,
+          definition.offlineSeconds,
+          definition.recentPullSeconds,
         ),
     );
   }
@@ -121,7 +141,10 @@ repositoryAdmin.post("/", async (c) => {
     throw error;
   }
 
-  const auditDetail = definition.type === "remote" ? { type, url: definition.url, offline: definition.offline } : { type };
+  const auditDetail =
+    definition.type === "remote"
+      ? { type, url: definition.url, offline: definition.offline, passwordSet: definition.password !== undefined }
+      : { type };
   await audit(c, "repository.create", key, auditDetail);
   return c.json(await presentByKey(db, key), 201, { Location: `/api/v1/repositories/${key}` });
 });
@@ -135,7 +158,11 @@ repositoryAdmin.get("/:key", async (c) => {
   return c.json({ ...repository, imageCount: images?.count ?? 0 });
 });
 
-/** Changes the settings of a remote repository. Content already cached stays cached. */
+/**
+ * Changes the settings of a remote repository. Content already cached stays
+ * cached. `username: null` also clears the password, and `offline: false`
+ * also ends an automatic offline period and resets the failure count.
+ */
 repositoryAdmin.patch("/:key", async (c) => {
   requireAdministrator(c);
   const key = c.req.param("key");
@@ -143,7 +170,8 @@ repositoryAdmin.patch("/:key", async (c) => {
   const patch = validate(updateRemoteSchema, body, "remote repository settings");
   const repository = await getRepository(c.env.DB, key);
   if (!repository) throw new RegistryError("NAME_UNKNOWN", `repository '${key}' does not exist`);
-  if (repository.type !== "remote") {
+  const settings = repository.type === "remote" ? await getRemoteSettings(c.env.DB, key) : null;
+  if (!settings) {
     throw new RegistryError(
       "INVALID_REQUEST",
       `repository '${key}' is ${repository.type}; only remote repositories have settings to change`,
@@ -152,27 +180,52 @@ repositoryAdmin.patch("/:key", async (c) => {
       },
     );
   }
+  const username = patch.username === undefined ? settings.username : patch.username;
+  if (typeof patch.password === "string" && username === null) {
+    throw new RegistryError("INVALID_REQUEST", "remote repository settings are invalid", {
+      issues: [{ path: "password", message: passwordNeedsUsername }],
+    });
+  }
 
-  const columns: Record<string, string | number | null> = {};
-  if (patch.url !== undefined) columns.url = patch.url;
-  if (patch.username !== undefined) columns.username = patch.username;
-  if (patch.tagCacheSeconds !== undefined) columns.tag_cache_seconds = patch.tagCacheSeconds;
-  if (patch.negativeCacheSeconds !== undefined) columns.negative_cache_seconds = patch.negativeCacheSeconds;
-  if (patch.offline !== undefined) columns.offline = patch.offline ? 1 : 0;
-  if (patch.dockerHub !== undefined) columns.docker_hub = patch.dockerHub ? 1 : 0;
+  const columns = await changedColumns(c.env, key, patch);
   const assignments = Object.keys(columns).map((column) => `${column} = ?`);
   await c.env.DB.prepare(`UPDATE remote_repositories SET ${assignments.join(", ")} WHERE repository_key = ?`)
     .bind(...Object.values(columns), key)
     .run();
 
-  const changed = Object.keys(patch).filter((field) => field !== "password");
   await audit(c, "repository.update", key, {
-    changed,
+    changed: Object.keys(patch),
     ...(patch.url !== undefined ? { url: patch.url } : {}),
     ...(patch.offline !== undefined ? { offline: patch.offline } : {}),
+    ...(patch.password !== undefined || patch.username === null ? { passwordSet: typeof patch.password === "string" } : {}),
   });
   return c.json(await presentByKey(c.env.DB, key));
 });
+
+/** Maps a validated PATCH to the remote_repositories columns it sets, encrypting a new password. */
+async function changedColumns(
+  env: Env,
+  key: string,
+  patch: z.output<typeof updateRemoteSchema>,
+): Promise<Record<string, string | number | null>> {
+  const columns: Record<string, string | number | null> = {};
+  if (patch.url !== undefined) columns.url = patch.url;
+  if (patch.username !== undefined) columns.username = patch.username;
+  if (patch.username === null || patch.password === null) columns.password_ciphertext = null;
+  if (typeof patch.password === "string") columns.password_ciphertext = await encryptPassword(env, key, patch.password);
+  if (patch.tagCacheSeconds !== undefined) columns.tag_cache_seconds = patch.tagCacheSeconds;
+  if (patch.negativeCacheSeconds !== undefined) columns.negative_cache_seconds = patch.negativeCacheSeconds;
+  if (patch.offline !== undefined) columns.offline = patch.offline ? 1 : 0;
+  if (patch.offline === false) {
+    columns.offline_until = null;
+    columns.consecutive_failures = 0;
+  }
+  if (patch.dockerHub !== undefined) columns.docker_hub = patch.dockerHub ? 1 : 0;
+  if (patch.failureThreshold !== undefined) columns.failure_threshold = patch.failureThreshold;
+  if (patch.offlineSeconds !== undefined) columns.offline_seconds = patch.offlineSeconds;
+  if (patch.recentPullSeconds !== undefined) columns.recent_pull_seconds = patch.recentPullSeconds;
+  return columns;
+}
 
 /**
  * Deletes the repository with its images, manifests, tags and blob links.
@@ -208,13 +261,20 @@ async function presentByKey(db: D1Database, key: string) {
   return settings ? { ...present(repository), ...presentRemote(settings) } : present(repository);
 }
 
+/** Presents remote settings. `offlineUntil` is the end of an automatic offline period in force, else null. */
 function presentRemote(settings: RemoteSettingsRow) {
+  const offlineUntil = settings.offline_until !== null && settings.offline_until > nowSeconds() ? settings.offline_until : null;
   return {
     url: settings.url,
     username: settings.username,
+    passwordSet: settings.password_ciphertext !== null,
     tagCacheSeconds: settings.tag_cache_seconds,
     negativeCacheSeconds: settings.negative_cache_seconds,
     offline: settings.offline === 1,
+    offlineUntil: offlineUntil === null ? null : new Date(offlineUntil * 1000).toISOString(),
+    failureThreshold: settings.failure_threshold,
+    offlineSeconds: settings.offline_seconds,
+    recentPullSeconds: settings.recent_pull_seconds,
     dockerHub: settings.docker_hub === 1,
   };
 }

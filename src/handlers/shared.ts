@@ -7,6 +7,7 @@ import { getRepository } from "../storage/metadata";
 import type { Env } from "../env";
 import { requireAction } from "../auth/authorize";
 import type { RemoteSettingsRow } from "../storage/metadata";
+import { isUpstreamOffline, nowSeconds } from "../remote/cache-state";
 
 /**
  * Validates the name in the path and checks that its repository exists.
@@ -110,9 +111,10 @@ export async function storeManifest(env: Env, image: ImageName, write: ManifestT
 /**
  * Checks that the request may fetch a missing manifest or blob from the
  * upstream of a remote repository. That writes to the cache, so it needs
- * `deploy`. An offline repository fetches nothing, so its misses need no more
- * than the `read` the route already checked.
+ * `deploy`. An offline repository (set by the administrator or after repeated
+ * upstream failures) fetches nothing, so its misses need no more than the
+ * `read` the route already checked.
  */
 export async function requireUpstreamFetch(c: AppContext, image: ImageName, settings: RemoteSettingsRow): Promise<void> {
-  if (settings.offline !== 1) await requireAction(c, image, "deploy", "pull");
+  if (!isUpstreamOffline(settings, nowSeconds())) await requireAction(c, image, "deploy", "pull");
 }

@@ -9,6 +9,7 @@ import { log } from "../log";
 import { imageStore, storeManifest } from "../handlers/shared";
 import {
   findManifestMissedAt,
+  isUpstreamOffline,
   forgetManifestMissing,
   nowSeconds,
   recordManifestMissing,
@@ -23,14 +24,13 @@ const maxManifestBytes = 4 * 1024 * 1024;
 /** How long upstream requests stay blocked after a 429 without a valid Retry-After header. */
 const defaultRetryAfterSeconds = 60;
 
-// NOTE: no scheduled (Cron) job refreshes cached tags ahead of requests.
 // NOTE: two concurrent misses on the same manifest or blob each fetch it upstream; nothing de-duplicates them.
 
 /**
  * Fetches a manifest that a remote repository does not have from its
  * upstream, stores its exact bytes through the image's ImageStore and returns
  * its row. Returns null when the upstream does not have it or the repository
- * is offline. The caller checks that the request may fetch upstream
+ * is offline (set by the administrator or after repeated upstream failures). The caller checks that the request may fetch upstream
  * (`requireUpstreamFetch`), because a miss writes to the cache.
  */
 export async function cacheManifest(
@@ -39,15 +39,13 @@ export async function cacheManifest(
   settings: RemoteSettingsRow,
   reference: string,
 ): Promise<ManifestRow | null> {
-  // NOTE: offline is only the administrator's flag, so an unreachable upstream is not detected and marked offline.
-  if (settings.offline === 1) return null;
-
   const now = nowSeconds();
+  if (isUpstreamOffline(settings, now)) return null;
   const missedAt = await findManifestMissedAt(env.DB, image.full, reference);
   if (missedAt !== null && now - missedAt < settings.negative_cache_seconds) return null;
   assertUpstreamNotRateLimited(settings, now);
 
-  const client = new UpstreamClient(settings, image.path);
+  const client = await UpstreamClient.open(env, settings, image.path);
   const response = await client.get(`manifests/${reference}`, manifestMediaTypes.join(", "), manifestTimeoutMs);
   if (response.status === 404) {
     await response.body?.cancel();
@@ -57,7 +55,8 @@ export async function cacheManifest(
 
   const stored = await storeUpstreamManifest(env, image, settings, client, reference, response);
   if (missedAt !== null) await forgetManifestMissing(env.DB, image.full, reference);
-  if (!isDigestReference(reference)) await recordTagChecked(env.DB, image.full, reference, now);
+  // A client pulled the tag, so the Cron Trigger refreshes it while it stays in use.
+  if (!isDigestReference(reference)) await recordTagChecked(env.DB, image.full, reference, now, now);
   return stored;
 }
 
@@ -78,7 +77,8 @@ export async function storeUpstreamManifest(
   if (response.status !== 200) {
     await response.body?.cancel();
     await recordRateLimit(env, settings, response);
-    throw upstreamUnavailable(`the upstream registry returned ${response.status} for manifest ${reference} of ${client.path}`);
+    const hint = response.status === 401 || response.status === 403 ? "; check the username and password of the remote repository" : "";
+    throw upstreamUnavailable(`the upstream registry returned ${response.status} for manifest ${reference} of ${client.path}${hint}`);
   }
 
   const declared = Number(response.headers.get("Content-Length") ?? "0");
@@ -86,7 +86,7 @@ export async function storeUpstreamManifest(
     await response.body?.cancel();
     throw upstreamUnavailable(`the upstream manifest ${reference} of ${client.path} exceeds the limit of ${maxManifestBytes} bytes`);
   }
-  const bytes = await readUpstreamBody(response, `manifest ${reference} of ${client.path}`);
+  const bytes = await readUpstreamBody(client, response, `manifest ${reference} of ${client.path}`);
   if (bytes.byteLength > maxManifestBytes) {
     throw upstreamUnavailable(`the upstream manifest ${reference} of ${client.path} exceeds the limit of ${maxManifestBytes} bytes`);
   }
@@ -107,12 +107,16 @@ export async function storeUpstreamManifest(
   return row;
 }
 
-/** Reads a whole upstream response body, raising UNAVAILABLE when the connection fails or the timeout aborts it. */
-async function readUpstreamBody(response: Response, what: string): Promise<Uint8Array> {
+/**
+ * Reads a whole upstream response body, raising UNAVAILABLE and counting an
+ * upstream failure when the connection fails or the timeout aborts it.
+ */
+async function readUpstreamBody(client: UpstreamClient, response: Response, what: string): Promise<Uint8Array> {
   try {
     return new Uint8Array(await response.arrayBuffer());
   } catch (error) {
     log.warn("reading an upstream response failed", { url: response.url, error: String(error) });
+    await client.recordFailure();
     throw upstreamUnavailable(`reading the upstream ${what} failed`);
   }
 }
@@ -141,14 +145,14 @@ export async function recordRateLimit(env: Env, settings: RemoteSettingsRow, res
  * offline. The caller checks that the request may fetch upstream.
  */
 export async function cacheBlob(env: Env, image: ImageName, settings: RemoteSettingsRow, digest: string): Promise<BlobRow | null> {
-  if (settings.offline === 1) return null;
+  if (isUpstreamOffline(settings, nowSeconds())) return null;
   if (!digest.startsWith("sha256:")) {
     throw new RegistryError("UNSUPPORTED", `remote repositories cache only sha256 blobs, not ${digest}`, { digest });
   }
 
   assertUpstreamNotRateLimited(settings, nowSeconds());
 
-  const client = new UpstreamClient(settings, image.path);
+  const client = await UpstreamClient.open(env, settings, image.path);
   const response = await client.get(`blobs/${digest}`);
   if (response.status === 404) {
     await response.body?.cancel();
@@ -164,7 +168,10 @@ export async function cacheBlob(env: Env, image: ImageName, settings: RemoteSett
   }
 
   const storageKey = `blobs/remote/${crypto.randomUUID()}`;
-  const checksums = await storeHashed(env.BLOBS, storageKey, response.body, length);
+  const checksums = await storeHashed(env.BLOBS, storageKey, response.body, length).catch(async (error: unknown) => {
+    await client.recordFailure();
+    throw error;
+  });
   if (checksums.digest !== digest) {
     await env.BLOBS.delete(storageKey);
     log.warn("upstream blob digest mismatch", { repository: image.full, expected: digest, actual: checksums.digest });

@@ -3,7 +3,7 @@ import { RegistryError } from "../errors";
 import { log } from "../log";
 import type { ImageName } from "../names";
 import type { ManifestRow, RemoteSettingsRow } from "../storage/metadata";
-import { findTagCheckedAt, nowSeconds, recordTagChecked } from "./cache-state";
+import { findTagCacheState, isUpstreamOffline, nowSeconds, recordTagChecked, recordTagPulled } from "./cache-state";
 import { recordRateLimit, storeUpstreamManifest } from "./pull-through";
 import { manifestMediaTypes, manifestTimeoutMs, UpstreamClient } from "./upstream-client";
 
@@ -13,14 +13,25 @@ export interface CachedTag {
   stale: boolean;
 }
 
+/** Seconds within which a second pull of the same tag records nothing, so that a busy tag costs at most one D1 write a minute. */
+const pullRecordSeconds = 60;
+
+/**
+ * Why a tag is revalidated: `pull` for a client's request, which is recorded
+ * for the Cron Trigger, and `refresh` for the Cron Trigger itself, which checks
+ * upstream even within tagCacheSeconds and records no pull.
+ */
+export type RevalidationTrigger = "pull" | "refresh";
+
 /**
  * Returns the manifest of a tag that a remote repository has cached. Within
  * tagCacheSeconds of the last upstream check it sends no upstream request.
  * After that it sends HEAD upstream, and when the upstream digest differs it
  * fetches the new manifest and moves the cached tag. When the upstream fails
- * (connection error, timeout, any status but 200, or a 429 still in force) it
- * returns the cached manifest marked stale. A revalidation needs only the
- * `read` that the request already passed, because it keeps cached content current.
+ * (connection error, timeout, any status but 200, an undecryptable password,
+ * or a 429 or offline period still in force) it returns the cached manifest
+ * marked stale. A revalidation needs only the `read` that the request already
+ * passed, because it keeps cached content current.
  */
 export async function revalidateTag(
   env: Env,
@@ -28,11 +39,16 @@ export async function revalidateTag(
   settings: RemoteSettingsRow,
   tag: string,
   cached: ManifestRow,
+  trigger: RevalidationTrigger = "pull",
 ): Promise<CachedTag> {
   const now = nowSeconds();
-  const checkedAt = await findTagCheckedAt(env.DB, image.full, tag);
-  if (checkedAt !== null && now - checkedAt < settings.tag_cache_seconds) return { manifest: cached, stale: false };
-  if (settings.offline === 1) return { manifest: cached, stale: true };
+  const state = await findTagCacheState(env.DB, image.full, tag);
+  if (trigger === "pull" && state && (state.pulledAt === null || now - state.pulledAt >= pullRecordSeconds)) {
+    await recordTagPulled(env.DB, image.full, tag, now);
+  }
+  const fresh = state !== null && now - state.checkedAt < settings.tag_cache_seconds;
+  if (trigger === "pull" && fresh) return { manifest: cached, stale: false };
+  if (isUpstreamOffline(settings, now)) return { manifest: cached, stale: !fresh };
 
   const ids = { repository: image.full, tag, digest: cached.digest };
   if (settings.upstream_retry_at !== null && settings.upstream_retry_at > now) {
@@ -42,7 +58,7 @@ export async function revalidateTag(
 
   try {
     const moved = await fetchIfMoved(env, image, settings, tag, cached);
-    await recordTagChecked(env.DB, image.full, tag, now);
+    await recordTagChecked(env.DB, image.full, tag, now, trigger === "pull" ? now : undefined);
     if (moved) log.info("cached tag moved upstream", { ...ids, upstreamDigest: moved.digest });
     return { manifest: moved ?? cached, stale: false };
   } catch (error) {
@@ -60,7 +76,7 @@ async function fetchIfMoved(
   tag: string,
   cached: ManifestRow,
 ): Promise<ManifestRow | null> {
-  const client = new UpstreamClient(settings, image.path);
+  const client = await UpstreamClient.open(env, settings, image.path);
   const accept = manifestMediaTypes.join(", ");
   const head = await client.head(`manifests/${tag}`, accept, manifestTimeoutMs);
   await head.body?.cancel();

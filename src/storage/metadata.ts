@@ -42,6 +42,14 @@ export interface RemoteSettingsRow {
   docker_hub: number;
   /** Unix seconds before which no upstream request is sent, after an upstream 429; null when not rate-limited. */
   upstream_retry_at: number | null;
+  /** The upstream password encrypted under CREDENTIALS_KEY (see `src/remote/credentials.ts`); null when none is set. */
+  password_ciphertext: string | null;
+  failure_threshold: number;
+  offline_seconds: number;
+  consecutive_failures: number;
+  /** Unix seconds before which no upstream request is sent, after failure_threshold consecutive failures; null when not offline. */
+  offline_until: number | null;
+  recent_pull_seconds: number;
 }
 
 const repositoryColumns = `r.key, CASE WHEN rr.repository_key IS NULL THEN r.type ELSE 'remote' END AS type, r.description, r.created_at
@@ -60,7 +68,8 @@ export async function listRepositories(db: D1Database): Promise<RepositoryRow[]>
 export async function getRemoteSettings(db: D1Database, key: string): Promise<RemoteSettingsRow | null> {
   return db
     .prepare(
-      `SELECT repository_key, url, username, tag_cache_seconds, negative_cache_seconds, offline, docker_hub, upstream_retry_at
+      `SELECT repository_key, url, username, tag_cache_seconds, negative_cache_seconds, offline, docker_hub, upstream_retry_at,
+              password_ciphertext, failure_threshold, offline_seconds, consecutive_failures, offline_until, recent_pull_seconds
          FROM remote_repositories WHERE repository_key = ?`,
     )
     .bind(key)

@@ -8,11 +8,31 @@ interface RemoteRepository {
   type: string;
   url: string;
   username: string | null;
+  passwordSet: boolean;
   tagCacheSeconds: number;
   negativeCacheSeconds: number;
   offline: boolean;
+  offlineUntil: string | null;
+  failureThreshold: number;
+  offlineSeconds: number;
+  recentPullSeconds: number;
   dockerHub: boolean;
 }
+
+/** Settings of a remote repository that must each be rejected on create and PATCH, with the field named in the error. */
+const invalidSettings: [string, unknown][] = [
+  ["failureThreshold", 0],
+  ["failureThreshold", 101],
+  ["failureThreshold", 2.5],
+  ["failureThreshold", "3"],
+  ["offlineSeconds", -1],
+  ["offlineSeconds", 86_401],
+  ["offlineSeconds", 1.5],
+  ["recentPullSeconds", -1],
+  ["recentPullSeconds", 31_536_001],
+  ["recentPullSeconds", null],
+  ["tagCacheSeconds", -1],
+];
 
 describe("remote repository create", () => {
   it("applies the defaults", async () => {
@@ -27,12 +47,37 @@ describe("remote repository create", () => {
       type: "remote",
       url: upstream.url,
       username: null,
+      passwordSet: false,
       tagCacheSeconds: 600,
       negativeCacheSeconds: 60,
       offline: false,
+      offlineUntil: null,
+      failureThreshold: 3,
+      offlineSeconds: 300,
+      recentPullSeconds: 86_400,
       dockerHub: false,
     });
   });
+
+  it("accepts the offline and refresh settings", async () => {
+    const key = await createRemoteRepository({ failureThreshold: 100, offlineSeconds: 0, recentPullSeconds: 0 });
+
+    const shown = (await (await adminRequest("GET", `/api/v1/repositories/${key}`)).json()) as RemoteRepository;
+
+    expect(shown).toMatchObject({ failureThreshold: 100, offlineSeconds: 0, recentPullSeconds: 0 });
+  });
+
+  for (const [field, value] of invalidSettings) {
+    it(`rejects ${field} ${JSON.stringify(value)}`, async () => {
+      const key = uniqueName("remote");
+
+      const response = await adminRequest("POST", "/api/v1/repositories", { key, type: "remote", url: upstream.url, [field]: value });
+
+      const error = await expectRegistryError(response, 400, "INVALID_REQUEST");
+      expect(issuePaths(error.detail)).toEqual([field]);
+      expect((await adminRequest("GET", `/api/v1/repositories/${key}`)).status).toBe(404);
+    });
+  }
 
   it("shows the settings on GET", async () => {
     const key = await createRemoteRepository({ username: "puller", tagCacheSeconds: 30, negativeCacheSeconds: 5, dockerHub: true });
@@ -72,19 +117,6 @@ describe("remote repository create", () => {
     const error = await expectRegistryError(response, 400, "INVALID_REQUEST");
     expect(issuePaths(error.detail)).toEqual(["url"]);
     expect(issueMessages(error.detail)[0]).toContain("http or https");
-  });
-
-  it("rejects an upstream password", async () => {
-    const response = await adminRequest("POST", "/api/v1/repositories", {
-      key: uniqueName("remote"),
-      type: "remote",
-      url: upstream.url,
-      username: "puller",
-      password: "upstream-secret",
-    });
-
-    const error = await expectRegistryError(response, 400, "INVALID_REQUEST");
-    expect(issuePaths(error.detail)).toEqual(["password"]);
   });
 
   it("rejects negative cache seconds", async () => {
@@ -166,6 +198,32 @@ describe("remote repository update", () => {
     expect(rows.map((row) => row.action)).toEqual(["repository.create", "repository.update"]);
     expect(JSON.parse(rows[1]!.detail!)).toEqual({ changed: ["offline"], offline: true });
   });
+
+  it("changes the offline and refresh settings", async () => {
+    const key = await createRemoteRepository();
+
+    const response = await adminRequest("PATCH", `/api/v1/repositories/${key}`, {
+      failureThreshold: 1,
+      offlineSeconds: 86_400,
+      recentPullSeconds: 31_536_000,
+    });
+
+    expect(response.status).toBe(200);
+    expect(await response.json()).toMatchObject({ failureThreshold: 1, offlineSeconds: 86_400, recentPullSeconds: 31_536_000 });
+  });
+
+  for (const [field, value] of invalidSettings) {
+    it(`rejects a PATCH of ${field} ${JSON.stringify(value)}`, async () => {
+      const key = await createRemoteRepository();
+
+      const response = await adminRequest("PATCH", `/api/v1/repositories/${key}`, { [field]: value });
+
+      const error = await expectRegistryError(response, 400, "INVALID_REQUEST");
+      expect(issuePaths(error.detail)).toEqual([field]);
+      const shown = (await (await adminRequest("GET", `/api/v1/repositories/${key}`)).json()) as RemoteRepository;
+      expect(shown).toMatchObject({ failureThreshold: 3, offlineSeconds: 300, recentPullSeconds: 86_400, tagCacheSeconds: 600 });
+    });
+  }
 
   it("rejects an empty change", async () => {
     const key = await createRemoteRepository();

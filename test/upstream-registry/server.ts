@@ -4,6 +4,8 @@ import type { AddressInfo } from "node:net";
 import type { UpstreamBehaviour, UpstreamRegistryInfo } from "./types.ts";
 
 const service = "upstream.test";
+const username = "puller";
+const password = "upstream-secret: with colon";
 const manifestMediaType = "application/vnd.oci.image.manifest.v1+json";
 
 /**
@@ -12,9 +14,13 @@ const manifestMediaType = "application/vnd.oci.image.manifest.v1+json";
  * layer) under the tag `latest` and by digest, so each test picks a path of
  * its own and reads that path's request counts from `GET /_counts/<path>`.
  * Paths that start with `private-` need a Bearer token from `/token` and
- * return 401 with a challenge when it is missing. Paths that start with `corrupt-`
- * serve layer bytes that do not match the layer digest. HEAD requests are
- * counted under `HEAD <path>`. `POST /_behaviour/<path>` with a JSON
+ * return 401 with a challenge when it is missing. Paths that start with
+ * `login-` need a Bearer token too, which `/token` issues only with Basic
+ * credentials `username:password`, and their challenge also offers Basic.
+ * Paths that start with `basic-` need Basic auth with those credentials.
+ * Paths that start with `corrupt-` serve layer bytes that do not match the
+ * layer digest. HEAD requests are counted under `HEAD <path>`, token requests
+ * under `token:<scope>`. `POST /_behaviour/<path>` with a JSON
  * `UpstreamBehaviour` changes how that image path responds from then on.
  */
 export class UpstreamRegistry {
@@ -66,7 +72,7 @@ export class UpstreamRegistry {
       const counted = request.method === "HEAD" ? `HEAD ${path}` : path;
       counts.set(counted, (counts.get(counted) ?? 0) + 1);
       if (url.pathname === "/token") {
-        sendToken(url, response);
+        sendToken(request, url, response, behaviours);
         return;
       }
 
@@ -76,16 +82,23 @@ export class UpstreamRegistry {
         return;
       }
       const { name, kind, reference } = match.groups as { name: string; kind: string; reference: string };
-      if (name.startsWith("private-") && !hasToken(request, name)) {
-        response.writeHead(401, {
-          "Content-Type": "application/json",
-          "WWW-Authenticate": `Bearer realm="http://127.0.0.1:${port()}/token",service="${service}",scope="repository:${name}:pull"`,
-        });
-        response.end(JSON.stringify({ errors: [{ code: "UNAUTHORIZED", message: "authentication required" }] }));
+      const behaviour = behaviours.get(name) ?? {};
+      const realm = behaviour.realm ?? `http://127.0.0.1:${port()}/token`;
+      const bearerChallenge = `Bearer realm="${realm}",service="${service}",scope="repository:${name}:pull"`;
+      if (name.startsWith("private-") && !hasToken(request, name, behaviour)) {
+        sendUnauthorized(response, bearerChallenge);
+        return;
+      }
+      if (name.startsWith("login-") && !hasToken(request, name, behaviour)) {
+        // Two challenges in one header, with a comma inside a quoted value and an upper-case scheme.
+        sendUnauthorized(response, `Basic realm="upstream, test", ${bearerChallenge.replace("Bearer", "BEARER")}`);
+        return;
+      }
+      if (name.startsWith("basic-") && request.headers.authorization !== basicAuthorization(username, password)) {
+        sendUnauthorized(response, `Basic realm="upstream.test", charset="UTF-8"`);
         return;
       }
 
-      const behaviour = behaviours.get(name) ?? {};
       if (behaviour.down) {
         request.socket.destroy();
         return;
@@ -120,6 +133,8 @@ export class UpstreamRegistry {
     return new UpstreamRegistry(server, {
       url: `http://127.0.0.1:${port()}`,
       service,
+      username,
+      password,
       manifest,
       manifestDigest: sha256Digest(manifest),
       movedManifest,
@@ -139,23 +154,46 @@ export class UpstreamRegistry {
   }
 }
 
-/** Returns the token that the test token endpoint issues for pulling `name`. */
-function tokenFor(name: string): string {
-  return `pull-token-for-${name}`;
+/** Returns the token that the test token endpoint issues for pulling `name`; a new `tokenGeneration` revokes older tokens. */
+function tokenFor(name: string, behaviour: UpstreamBehaviour): string {
+  return `pull-token-for-${name}-generation-${behaviour.tokenGeneration ?? 0}`;
 }
 
-function hasToken(request: IncomingMessage, name: string): boolean {
-  return request.headers.authorization === `Bearer ${tokenFor(name)}`;
+function hasToken(request: IncomingMessage, name: string, behaviour: UpstreamBehaviour): boolean {
+  return request.headers.authorization === `Bearer ${tokenFor(name, behaviour)}`;
 }
 
-/** Issues a token for a `repository:<name>:pull` scope of the expected service, and returns 400 for anything else. */
-function sendToken(url: URL, response: ServerResponse): void {
+function basicAuthorization(user: string, secret: string): string {
+  return `Basic ${Buffer.from(`${user}:${secret}`).toString("base64")}`;
+}
+
+function sendUnauthorized(response: ServerResponse, challenge: string): void {
+  response.writeHead(401, { "Content-Type": "application/json", "WWW-Authenticate": challenge });
+  response.end(JSON.stringify({ errors: [{ code: "UNAUTHORIZED", message: "authentication required" }] }));
+}
+
+/**
+ * Issues a token for a `repository:<name>:pull` scope of the expected service,
+ * and returns 400 for anything else. Names that start with `login-` get a
+ * token only with the test credentials, and 401 without them.
+ */
+function sendToken(request: IncomingMessage, url: URL, response: ServerResponse, behaviours: Map<string, UpstreamBehaviour>): void {
   const scope = /^repository:(?<name>[^:]+):pull$/.exec(url.searchParams.get("scope") ?? "");
   if (url.searchParams.get("service") !== service || !scope?.groups) {
     sendJson(response, 400, { error: "expected service=upstream.test and scope=repository:<name>:pull" });
     return;
   }
-  sendJson(response, 200, { token: tokenFor(scope.groups.name!) });
+  const name = scope.groups.name!;
+  if (name.startsWith("login-") && request.headers.authorization !== basicAuthorization(username, password)) {
+    sendJson(response, 401, { errors: [{ code: "UNAUTHORIZED", message: "invalid username or password" }] });
+    return;
+  }
+  const behaviour = behaviours.get(name) ?? {};
+  const body: Record<string, unknown> = { token: tokenFor(name, behaviour) };
+  if (behaviour.tokenExpiresIn !== undefined) body.expires_in = behaviour.tokenExpiresIn;
+  if (behaviour.tokenIssuedSecondsAgo !== undefined)
+    body.issued_at = new Date(Date.now() - behaviour.tokenIssuedSecondsAgo * 1000).toISOString();
+  sendJson(response, 200, body);
 }
 
 /** Sends `content`, or only its headers for a HEAD request. */

@@ -4,6 +4,9 @@ export interface UpstreamRegistryInfo {
   url: string;
   /** The `service` that its token endpoint expects and its challenges name. */
   service: string;
+  /** The Basic credentials that `basic-` paths and the token endpoint for `login-` paths accept. */
+  username: string;
+  password: string;
   /** The image manifest's exact text, which is indented unusually so that a re-serialised copy would differ. */
   manifest: string;
   manifestDigest: string;
@@ -28,6 +31,14 @@ export interface UpstreamBehaviour {
   retryAfter?: string;
   /** Closes the connection without a response, as an unreachable upstream would. */
   down?: boolean;
+  /** The realm that challenges name instead of this server's `/token`. */
+  realm?: string;
+  /** The `expires_in` of issued tokens, in seconds; left out of the response when unset. */
+  tokenExpiresIn?: number;
+  /** Sends `issued_at` this many seconds in the past; left out of the response when unset. */
+  tokenIssuedSecondsAgo?: number;
+  /** Tokens carry this number, so raising it makes the upstream reject tokens issued before. */
+  tokenGeneration?: number;
 }
 
 declare module "vitest" {

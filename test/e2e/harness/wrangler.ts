@@ -1,4 +1,4 @@
-import { generateKeyPairSync } from "node:crypto";
+import { generateKeyPairSync, randomBytes } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { join } from "node:path";
 import { freePort, makeTempDir, removeTempDir, respondsToHttp, runOk, Service, waitUntil } from "./process.ts";
@@ -27,7 +27,7 @@ export const e2eAdminPassword = "e2e-admin-password";
 /**
  * `wrangler dev` of this project on 127.0.0.1. `start` applies the D1
  * migrations to the persist folder, then starts wrangler with the
- * ADMIN_PASSWORD and TOKEN_SIGNING_KEY secrets, waits until it responds and
+ * ADMIN_PASSWORD, TOKEN_SIGNING_KEY and CREDENTIALS_KEY secrets, waits until it responds and
  * checks that `GET /v2/` with the administrator's credentials returns 200.
  * The first request creates the administrator. `stop` and a later
  * `start` reuse the same port, persist folder and secrets, so everything
@@ -45,6 +45,8 @@ export class WranglerDev {
   readonly #vars: Record<string, string>;
   /** PKCS#8 PEM of a P-256 key made for this server, the TOKEN_SIGNING_KEY secret. */
   readonly #signingKey: string;
+  /** Base64 of 32 random bytes made for this server, the CREDENTIALS_KEY secret that encrypts upstream passwords. */
+  readonly #credentialsKey: string;
   readonly #startTimeoutMs: number;
   /** Whether `dispose` deletes the persist folder, because this object created it. */
   readonly #ownsPersistDir: boolean;
@@ -58,6 +60,7 @@ export class WranglerDev {
     this.#vars = options.vars ?? {};
     this.adminCredentials = { username: "admin", password: options.adminPassword ?? e2eAdminPassword };
     this.#signingKey = generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey.export({ type: "pkcs8", format: "pem" }).toString();
+    this.#credentialsKey = randomBytes(32).toString("base64");
     this.#startTimeoutMs = options.startTimeoutMs ?? 120_000;
   }
 
@@ -103,7 +106,12 @@ export class WranglerDev {
     const inspectorPort = await freePort();
     const args = ["wrangler", "dev", "--port", String(this.port), "--ip", "127.0.0.1", "--persist-to", this.persistDir];
     args.push("--inspector-port", String(inspectorPort), "--show-interactive-dev-session=false");
-    const vars = { ADMIN_PASSWORD: this.adminCredentials.password, TOKEN_SIGNING_KEY: this.#signingKey, ...this.#vars };
+    const vars = {
+      ADMIN_PASSWORD: this.adminCredentials.password,
+      TOKEN_SIGNING_KEY: this.#signingKey,
+      CREDENTIALS_KEY: this.#credentialsKey,
+      ...this.#vars,
+    };
     for (const [name, value] of Object.entries(vars)) args.push("--var", `${name}:${value}`);
 
     const logFile = join(this.persistDir, `wrangler-dev.${this.#starts}.log`);
