@@ -115,6 +115,7 @@ export class UpstreamClient {
     const token = cachedToken(tokenKey);
     if (token) headers.set("Authorization", `Bearer ${token}`);
 
+    // NOTE: Basic credentials are sent only after a 401, so every request to a Basic-protected upstream takes two round trips.
     const first = await this.#send(url, { method, headers, signal });
     if (first.status !== 401) return this.#counted(first);
 
@@ -157,11 +158,10 @@ export class UpstreamClient {
 
     const basic = challenges.some((challenge) => challenge.scheme === "basic");
     if (basic && this.#credentials) return basicAuthorization(this.#credentials);
-    if (challenges.length > 0)
-      log.warn("upstream 401 has no challenge that the registry can handle", {
-        repository: this.#repositoryKey,
-        schemes: challenges.map((c) => c.scheme),
-      });
+
+    const schemes = challenges.map((challenge) => challenge.scheme);
+    if (basic) log.warn("upstream requires Basic credentials, but the remote repository has none", { repository: this.#repositoryKey });
+    else log.warn("upstream 401 has no Bearer or Basic challenge", { repository: this.#repositoryKey, schemes });
     return null;
   }
 
