@@ -19,6 +19,8 @@ export interface WranglerDevOptions {
   adminPassword?: string;
   /** Milliseconds to wait for `GET /v2/` to get a response; 120 s when unset. */
   startTimeoutMs?: number;
+  /** Starts wrangler with `--test-scheduled`, so that `GET /__scheduled?cron=…` runs the Cron Trigger. */
+  testScheduled?: boolean;
 }
 
 /** The administrator password that `WranglerDev` gives the registry when `adminPassword` is unset. */
@@ -48,6 +50,7 @@ export class WranglerDev {
   /** Base64 of 32 random bytes made for this server, the CREDENTIALS_KEY secret that encrypts upstream passwords. */
   readonly #credentialsKey: string;
   readonly #startTimeoutMs: number;
+  readonly #testScheduled: boolean;
   /** Whether `dispose` deletes the persist folder, because this object created it. */
   readonly #ownsPersistDir: boolean;
   #service: Service | null = null;
@@ -62,6 +65,7 @@ export class WranglerDev {
     this.#signingKey = generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey.export({ type: "pkcs8", format: "pem" }).toString();
     this.#credentialsKey = randomBytes(32).toString("base64");
     this.#startTimeoutMs = options.startTimeoutMs ?? 120_000;
+    this.#testScheduled = options.testScheduled ?? false;
   }
 
   /** Creates the server and starts it. */
@@ -106,6 +110,7 @@ export class WranglerDev {
     const inspectorPort = await freePort();
     const args = ["wrangler", "dev", "--port", String(this.port), "--ip", "127.0.0.1", "--persist-to", this.persistDir];
     args.push("--inspector-port", String(inspectorPort), "--show-interactive-dev-session=false");
+    if (this.#testScheduled) args.push("--test-scheduled");
     const vars = {
       ADMIN_PASSWORD: this.adminCredentials.password,
       TOKEN_SIGNING_KEY: this.#signingKey,
