@@ -211,7 +211,7 @@ export class UpstreamClient {
     const headers = new Headers();
     if (this.#credentials) {
       if (!mayReceiveCredentials(realm, new URL(this.#baseUrl))) {
-        log.error("refusing to send upstream credentials to a token realm on another origin over http", {
+        log.error("upstream credentials not sent: the token realm is on another origin and not https", {
           repository: this.#repositoryKey,
           realm: endpoint,
         });
