@@ -15,13 +15,19 @@ const repositoryKeySchema = z
   .string()
   .refine(isRepositoryKey, "key must be one lowercase OCI name component of at most 64 characters, such as docker-local");
 
-const upstreamUrlSchema = z.url({
-  protocol: /^https?$/,
-  error: (issue) =>
-    issue.input === undefined
-      ? "a remote repository needs url, the base URL of the upstream registry, such as https://registry-1.docker.io"
-      : "url must be an http or https URL, such as https://registry-1.docker.io",
-});
+const upstreamUrlSchema = z
+  .url({
+    protocol: /^https?$/,
+    error: (issue) =>
+      issue.input === undefined
+        ? "a remote repository needs url, the base URL of the upstream registry, such as https://registry-1.docker.io"
+        : "url must be an http or https URL, such as https://registry-1.docker.io",
+  })
+  .refine((url) => {
+    // zod runs this even after the URL check failed, so a value that does not parse is left to that check.
+    const parsed = URL.canParse(url) ? new URL(url) : null;
+    return parsed === null || (parsed.username === "" && parsed.password === "");
+  }, "url must not contain a user or password, which would be shown and logged; set username and password instead");
 
 const cacheSecondsSchema = z.number().int().min(0).max(31_536_000);
 

@@ -119,6 +119,18 @@ describe("remote repository create", () => {
     expect(issueMessages(error.detail)[0]).toContain("http or https");
   });
 
+  it("rejects credentials in the url", async () => {
+    const key = uniqueName("remote");
+    const url = upstream.url.replace("http://", "http://puller:secret@");
+
+    const response = await adminRequest("POST", "/api/v1/repositories", { key, type: "remote", url });
+
+    const error = await expectRegistryError(response, 400, "INVALID_REQUEST");
+    expect(issuePaths(error.detail)).toEqual(["url"]);
+    expect(issueMessages(error.detail)[0]).toContain("set username and password instead");
+    expect(JSON.stringify(error)).not.toContain("secret");
+  });
+
   it("rejects negative cache seconds", async () => {
     const response = await adminRequest("POST", "/api/v1/repositories", {
       key: uniqueName("remote"),
