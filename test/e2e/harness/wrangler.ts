@@ -1,4 +1,4 @@
-import { generateKeyPairSync } from "node:crypto";
+import { generateKeyPairSync, randomBytes } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { join } from "node:path";
 import { freePort, makeTempDir, removeTempDir, respondsToHttp, runOk, Service, waitUntil } from "./process.ts";
@@ -19,6 +19,14 @@ export interface WranglerDevOptions {
   adminPassword?: string;
   /** Milliseconds to wait for `GET /v2/` to get a response; 120 s when unset. */
   startTimeoutMs?: number;
+  /** Whether to pass `--test-scheduled`, which makes `GET /__scheduled?cron=…` run the Worker's scheduled handler. */
+  testScheduled?: boolean;
+}
+
+/** The status and body of a `GET /__scheduled` request. */
+export interface ScheduledRun {
+  status: number;
+  body: string;
 }
 
 /** The administrator password that `WranglerDev` gives the registry when `adminPassword` is unset. */
@@ -33,6 +41,9 @@ export const e2eAdminPassword = "e2e-admin-password";
  * `start` reuse the same port, persist folder and secrets, so everything
  * stored survives a restart.
  *
+ * CREDENTIALS_KEY, the AES-GCM key that encrypts upstream passwords, is 32
+ * random bytes in base64.
+ *
  * The secrets go to wrangler as `--var` options, which take precedence over
  * the project's .dev.vars in wrangler 4.157 and keep the newlines of the PEM
  * key. So a fresh clone needs no .dev.vars, and a developer's own one does
@@ -45,6 +56,9 @@ export class WranglerDev {
   readonly #vars: Record<string, string>;
   /** PKCS#8 PEM of a P-256 key made for this server, the TOKEN_SIGNING_KEY secret. */
   readonly #signingKey: string;
+  /** Base64 of 32 random bytes, the CREDENTIALS_KEY secret. */
+  readonly #credentialsKey: string;
+  readonly #testScheduled: boolean;
   readonly #startTimeoutMs: number;
   /** Whether `dispose` deletes the persist folder, because this object created it. */
   readonly #ownsPersistDir: boolean;
@@ -58,7 +72,9 @@ export class WranglerDev {
     this.#vars = options.vars ?? {};
     this.adminCredentials = { username: "admin", password: options.adminPassword ?? e2eAdminPassword };
     this.#signingKey = generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey.export({ type: "pkcs8", format: "pem" }).toString();
+    this.#credentialsKey = randomBytes(32).toString("base64");
     this.#startTimeoutMs = options.startTimeoutMs ?? 120_000;
+    this.#testScheduled = options.testScheduled ?? false;
   }
 
   /** Creates the server and starts it. */
@@ -103,7 +119,13 @@ export class WranglerDev {
     const inspectorPort = await freePort();
     const args = ["wrangler", "dev", "--port", String(this.port), "--ip", "127.0.0.1", "--persist-to", this.persistDir];
     args.push("--inspector-port", String(inspectorPort), "--show-interactive-dev-session=false");
-    const vars = { ADMIN_PASSWORD: this.adminCredentials.password, TOKEN_SIGNING_KEY: this.#signingKey, ...this.#vars };
+    if (this.#testScheduled) args.push("--test-scheduled");
+    const vars = {
+      ADMIN_PASSWORD: this.adminCredentials.password,
+      TOKEN_SIGNING_KEY: this.#signingKey,
+      CREDENTIALS_KEY: this.#credentialsKey,
+      ...this.#vars,
+    };
     for (const [name, value] of Object.entries(vars)) args.push("--var", `${name}:${value}`);
 
     const logFile = join(this.persistDir, `wrangler-dev.${this.#starts}.log`);
@@ -137,6 +159,18 @@ export class WranglerDev {
           `Check that wrangler dev gets the ADMIN_PASSWORD secret and that ${this.persistDir} holds no administrator with another password.`,
       );
     }
+  }
+
+  /**
+   * Runs the Worker's scheduled handler once for `cron` through
+   * `GET /__scheduled?cron=…`, and returns the response. Raises unless the
+   * server was started with `testScheduled`, because wrangler dev serves
+   * that path only then.
+   */
+  async runScheduled(cron: string): Promise<ScheduledRun> {
+    if (!this.#testScheduled) throw new Error(`wrangler dev on ${this.host} was started without testScheduled, so it has no /__scheduled`);
+    const response = await fetch(`${this.url}/__scheduled?${new URLSearchParams({ cron }).toString()}`);
+    return { status: response.status, body: await response.text() };
   }
 
   async stop(): Promise<void> {
