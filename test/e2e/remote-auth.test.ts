@@ -78,6 +78,8 @@ async function expectUpstreamRejection(key: string): Promise<void> {
   const manifest = await fetchManifest(registry!.url, `${key}/${upstreamName}`, "v1", registry!.adminCredentials);
   const pull = await engine!.tryDocker(["pull", `${registry!.host}/${key}/${upstreamName}:v1`]);
 
+  // NOTE: no documented contract names the error of a rejected upstream password. 503 UNAVAILABLE is how the
+  // remote cache reports other upstream failures.
   expect(manifest.status).toBe(503);
   const body = JSON.parse(manifest.bytes.toString("utf8")) as { errors: { code: string; message: string }[] };
   expect(body.errors[0]?.code).toBe("UNAVAILABLE");

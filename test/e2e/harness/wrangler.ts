@@ -72,6 +72,7 @@ export class WranglerDev {
     this.#vars = options.vars ?? {};
     this.adminCredentials = { username: "admin", password: options.adminPassword ?? e2eAdminPassword };
     this.#signingKey = generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey.export({ type: "pkcs8", format: "pem" }).toString();
+    // NOTE: no Worker code reads CREDENTIALS_KEY yet, so its format, base64 of a 256-bit AES key, is an assumption.
     this.#credentialsKey = randomBytes(32).toString("base64");
     this.#startTimeoutMs = options.startTimeoutMs ?? 120_000;
     this.#testScheduled = options.testScheduled ?? false;
