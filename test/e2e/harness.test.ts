@@ -1,7 +1,21 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { findExecutable, makeTempDir, MissingToolError, removeTempDir, requireTools, run, Service, tools, waitUntil } from "./harness.ts";
+import {
+  basicAuthorization,
+  findExecutable,
+  makeTempDir,
+  MissingToolError,
+  parseAccessLogLine,
+  ReferenceRegistry,
+  removeTempDir,
+  requireTools,
+  respondsToHttp,
+  run,
+  Service,
+  tools,
+  waitUntil,
+} from "./harness.ts";
 
 describe("tool checks", () => {
   it("finds every tool the suite needs", () => {
@@ -58,6 +72,65 @@ describe("Service", () => {
 
     expect(service.running).toBe(false);
     await waitUntil(`child ${childPid} has exited`, async () => !(await isAlive(childPid)), { timeoutMs: 5_000 });
+  });
+});
+
+describe("parseAccessLogLine", () => {
+  it("parses a request line", () => {
+    const line = '127.0.0.1 - - [04/Dec/2026:22:17:38 +0000] "HEAD /v2/origin/app/manifests/v1 HTTP/1.1" 401 87 "" "skopeo/1.9.3"';
+
+    expect(parseAccessLogLine(line)).toEqual({
+      method: "HEAD",
+      path: "/v2/origin/app/manifests/v1",
+      status: 401,
+      userAgent: "skopeo/1.9.3",
+    });
+  });
+
+  it("drops the query string", () => {
+    const line =
+      '127.0.0.1 - - [04/Dec/2026:22:22:31 +0000] "PUT /v2/origin/app/blobs/uploads/1?_state=x&digest=sha256%3Aab HTTP/1.1" 201 0 "" ""';
+
+    expect(parseAccessLogLine(line)?.path).toBe("/v2/origin/app/blobs/uploads/1");
+  });
+
+  it("ignores structured log lines", () => {
+    expect(parseAccessLogLine('time="2026-12-04T22:17:36Z" level=info msg="listening on 127.0.0.1:29871"')).toBeNull();
+  });
+});
+
+describe("ReferenceRegistry with htpasswd", () => {
+  const user = { username: "harness", password: "harness-e2e-password" };
+  let registry: ReferenceRegistry | undefined;
+
+  beforeAll(async () => {
+    registry = await ReferenceRegistry.start({ users: [user] });
+  });
+
+  afterAll(async () => {
+    await registry?.dispose();
+  });
+
+  it("requires the htpasswd password", async () => {
+    const anonymous = await fetch(`${registry!.url}/v2/`);
+    const wrong = await fetch(`${registry!.url}/v2/`, { headers: { Authorization: basicAuthorization({ ...user, password: "wrong" }) } });
+    const valid = await fetch(`${registry!.url}/v2/`, { headers: { Authorization: basicAuthorization(user) } });
+
+    expect(anonymous.status).toBe(401);
+    expect(anonymous.headers.get("WWW-Authenticate")).toBe('Basic realm="edge-registry-e2e"');
+    expect(wrong.status).toBe(401);
+    expect(valid.status).toBe(200);
+  });
+
+  it("keeps its access log across a restart", async () => {
+    await registry!.stop();
+    expect(await respondsToHttp(`${registry!.url}/v2/`)).toBe(false);
+    await registry!.start();
+
+    const statuses = (await registry!.accessLog()).filter((entry) => entry.path === "/v2/").map((entry) => entry.status);
+
+    // Each start's readiness check adds one 200, before and after the three requests of the test above.
+    expect(statuses).toEqual([200, 401, 401, 200, 200]);
   });
 });
 

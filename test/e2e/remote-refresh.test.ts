@@ -1,66 +1,105 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { UpstreamRegistry } from "../upstream-registry/server.ts";
-import type { UpstreamBehaviour } from "../upstream-registry/types.ts";
-import { authorizationHeaders, requireTools, WranglerDev } from "./harness.ts";
+import {
+  createRemoteRepository,
+  delay,
+  DockerEngine,
+  makeTempDir,
+  ReferenceRegistry,
+  removeTempDir,
+  requireTools,
+  Skopeo,
+  updateRemoteRepository,
+  waitUntil,
+  WranglerDev,
+} from "./harness.ts";
 import { printLogsOnFailure } from "./failure-logs.ts";
+import { accessLogMark, accessLogSince, cronSchedule, expectDockerImage, manifestRequests, seedImage } from "./remote-fixtures.ts";
 
 let registry: WranglerDev | undefined;
-let upstream: UpstreamRegistry | undefined;
+let upstream: ReferenceRegistry | undefined;
+let engine: DockerEngine | undefined;
+let skopeo: Skopeo;
+let workDir: string | undefined;
 
 beforeAll(async () => {
-  requireTools("npx");
-  upstream = await UpstreamRegistry.start();
-  registry = await WranglerDev.start({ testScheduled: true });
+  requireTools("npx", "dockerd", "docker", "skopeo", "referenceRegistry");
+  [registry, upstream, engine, workDir] = await Promise.all([
+    WranglerDev.start({ testScheduled: true }),
+    ReferenceRegistry.start(),
+    DockerEngine.start(),
+    makeTempDir("remote-refresh"),
+  ]);
+  skopeo = new Skopeo({ [registry.host]: registry.adminCredentials });
+  await engine.login(registry.host, registry.adminCredentials);
 });
 
 afterAll(async () => {
+  await engine?.dispose();
+  await upstream?.dispose();
   await registry?.dispose();
-  await upstream?.stop();
+  if (workDir) await removeTempDir(workDir);
 });
 
-printLogsOnFailure(() => ({ "wrangler dev": registry }));
+printLogsOnFailure(() => ({ "wrangler dev": registry, "docker-registry": upstream, dockerd: engine }));
 
-/** Sends a request to `wrangler dev` as its administrator. */
-function registryFetch(path: string, init: RequestInit = {}): Promise<Response> {
-  const headers = { ...authorizationHeaders(registry!.adminCredentials), "Content-Type": "application/json", ...init.headers };
-  return fetch(`${registry!.url}${path}`, { ...init, headers });
+/** Deletes the local copy of `reference`, if any, and pulls it again through wrangler dev. */
+async function pullAgain(reference: string): Promise<void> {
+  await engine!.tryDocker(["rmi", reference]);
+  await engine!.docker(["pull", reference]);
 }
 
-async function setBehaviour(path: string, behaviour: UpstreamBehaviour): Promise<void> {
-  const response = await fetch(`${upstream!.info.url}/_behaviour/${path}`, { method: "POST", body: JSON.stringify(behaviour) });
-  expect(response.status).toBe(200);
-}
+describe("remote repository tag refresh", () => {
+  it("picks up a moved tag after the cache period", async () => {
+    const upstreamName = "origin/moving";
+    await createRemoteRepository(registry!, "moving-cache", { url: upstream!.url, tagCacheSeconds: 3600 });
+    const reference = `${registry!.host}/moving-cache/${upstreamName}:v1`;
+    const first = await seedImage(skopeo, workDir!, upstream!.host, upstreamName, "v1");
+    await pullAgain(reference);
+    await expectDockerImage(engine!, reference, first);
 
-async function upstreamCounts(path: string): Promise<Record<string, number>> {
-  const response = await fetch(`${upstream!.info.url}/_counts/${path}/`);
-  return (await response.json()) as Record<string, number>;
-}
+    const second = await seedImage(skopeo, workDir!, upstream!.host, upstreamName, "v1");
+    await pullAgain(reference);
+    // Within the cache period of an hour the cached tag is served without asking upstream.
+    await expectDockerImage(engine!, reference, first);
 
-describe("Cron Trigger under wrangler dev", () => {
-  it("refreshes a pulled tag with credentials", async () => {
-    const info = upstream!.info;
-    const key = "hub-refresh";
-    const path = "login-refresh/app";
-    const created = await registryFetch("/api/v1/repositories", {
-      method: "POST",
-      body: JSON.stringify({ key, type: "remote", url: info.url, username: info.username, password: info.password, tagCacheSeconds: 0 }),
-    });
-    expect(created.status, await created.clone().text()).toBe(201);
-    const first = await registryFetch(`/v2/${key}/${path}/manifests/latest`);
-    expect(first.status).toBe(200);
-    expect(await first.text()).toBe(info.manifest);
-    await setBehaviour(path, { moved: true });
+    await updateRemoteRepository(registry!, "moving-cache", { tagCacheSeconds: 1 });
+    // Cache ages are whole seconds, so after two seconds the tag is past a cache period of one second.
+    await delay(2_100);
+    const mark = await accessLogMark(upstream!);
+    await pullAgain(reference);
 
-    const scheduled = await fetch(`${registry!.url}/__scheduled?cron=*/5+*+*+*+*`);
-    await scheduled.arrayBuffer();
-    const countsAfterRun = await upstreamCounts(path);
-    await setBehaviour(path, { moved: true, down: true });
-    const after = await registryFetch(`/v2/${key}/${path}/manifests/latest`);
+    await expectDockerImage(engine!, reference, second);
+    const requests = manifestRequests(await accessLogSince(upstream!, mark), upstreamName);
+    expect(requests.some((entry) => entry.method === "HEAD" && entry.path.endsWith("/manifests/v1"))).toBe(true);
+  });
 
-    expect(scheduled.status).toBe(200);
-    expect(countsAfterRun[`HEAD ${path}/manifests/latest`]).toBe(1);
-    expect(after.status).toBe(200);
-    expect(after.headers.get("Docker-Content-Digest")).toBe(info.movedManifestDigest);
-    expect(after.headers.get("Warning")).toBe('110 - "Response is stale"');
+  it("refreshes a recently pulled tag in the Cron run", async () => {
+    const upstreamName = "origin/cron";
+    // The Cron run refreshes a tag whose cache period ends within its next 300 seconds. A period of
+    // 240 seconds puts a just-pulled tag in that window while it stays unexpired for the whole test.
+    await createRemoteRepository(registry!, "cron-cache", { url: upstream!.url, tagCacheSeconds: 240 });
+    const reference = `${registry!.host}/cron-cache/${upstreamName}:v1`;
+    const first = await seedImage(skopeo, workDir!, upstream!.host, upstreamName, "v1");
+    await pullAgain(reference);
+    await expectDockerImage(engine!, reference, first);
+    const second = await seedImage(skopeo, workDir!, upstream!.host, upstreamName, "v1");
+
+    const beforeCron = await accessLogMark(upstream!);
+    const run = await registry!.runScheduled(cronSchedule);
+
+    expect(run.status, run.body).toBe(200);
+    // The scheduled handler may finish its upstream requests after /__scheduled has returned.
+    await waitUntil(
+      `the Cron run sends a request for ${upstreamName}:v1 to the upstream`,
+      async () =>
+        manifestRequests(await accessLogSince(upstream!, beforeCron), upstreamName).some((entry) => entry.path.endsWith("/manifests/v1")),
+      { timeoutMs: 15_000 },
+    );
+
+    const beforePull = await accessLogMark(upstream!);
+    await pullAgain(reference);
+
+    await expectDockerImage(engine!, reference, second);
+    expect(manifestRequests(await accessLogSince(upstream!, beforePull), upstreamName)).toEqual([]);
   });
 });

@@ -59,13 +59,30 @@ export async function createAccessToken(registry: WranglerDev, owner: Credential
 
 /** Sends a JSON POST with Basic credentials and returns the JSON body. Raises unless the status is 201. */
 async function postJson(registry: WranglerDev, path: string, credentials: Credentials, body: unknown): Promise<unknown> {
+  return sendAdminJson(registry, "POST", path, credentials, body, 201);
+}
+
+/**
+ * Sends an admin API request with a JSON body and Basic credentials, and
+ * returns the JSON body of the response. Raises, with the response body,
+ * unless the status is `expectedStatus`.
+ */
+export async function sendAdminJson(
+  registry: WranglerDev,
+  method: "POST" | "PATCH",
+  path: string,
+  credentials: Credentials,
+  body: unknown,
+  expectedStatus: number,
+): Promise<unknown> {
   const response = await fetch(`${registry.url}${path}`, {
-    method: "POST",
+    method,
     headers: { "Content-Type": "application/json", ...authorizationHeaders(credentials) },
     body: JSON.stringify(body),
   });
   const text = await response.text();
-  if (response.status !== 201)
-    throw new Error(`POST ${path} as ${credentials.username} returned ${response.status}, expected 201: ${text}`);
+  if (response.status !== expectedStatus) {
+    throw new Error(`${method} ${path} as ${credentials.username} returned ${response.status}, expected ${expectedStatus}: ${text}`);
+  }
   return JSON.parse(text);
 }

@@ -79,6 +79,8 @@ export interface FetchedManifest {
   status: number;
   contentType: string | null;
   digestHeader: string | null;
+  /** The Warning header, which a remote repository sets on a stale cached manifest. */
+  warning: string | null;
   bytes: Buffer;
 }
 
@@ -91,6 +93,7 @@ export async function fetchManifest(baseUrl: string, name: string, reference: st
     status: response.status,
     contentType: response.headers.get("Content-Type"),
     digestHeader: response.headers.get("Docker-Content-Digest"),
+    warning: response.headers.get("Warning"),
     bytes: Buffer.from(await response.arrayBuffer()),
   };
 }

@@ -19,8 +19,14 @@ export interface WranglerDevOptions {
   adminPassword?: string;
   /** Milliseconds to wait for `GET /v2/` to get a response; 120 s when unset. */
   startTimeoutMs?: number;
-  /** Starts wrangler with `--test-scheduled`, so that `GET /__scheduled?cron=…` runs the Cron Trigger. */
+  /** Whether to pass `--test-scheduled`, which makes `GET /__scheduled?cron=…` run the Worker's scheduled handler. */
   testScheduled?: boolean;
+}
+
+/** The status and body of a `GET /__scheduled` request. */
+export interface ScheduledRun {
+  status: number;
+  body: string;
 }
 
 /** The administrator password that `WranglerDev` gives the registry when `adminPassword` is unset. */
@@ -29,11 +35,14 @@ export const e2eAdminPassword = "e2e-admin-password";
 /**
  * `wrangler dev` of this project on 127.0.0.1. `start` applies the D1
  * migrations to the persist folder, then starts wrangler with the
- * ADMIN_PASSWORD, TOKEN_SIGNING_KEY and CREDENTIALS_KEY secrets, waits until it responds and
+ * ADMIN_PASSWORD and TOKEN_SIGNING_KEY secrets, waits until it responds and
  * checks that `GET /v2/` with the administrator's credentials returns 200.
  * The first request creates the administrator. `stop` and a later
  * `start` reuse the same port, persist folder and secrets, so everything
  * stored survives a restart.
+ *
+ * CREDENTIALS_KEY, the AES-GCM key that encrypts upstream passwords, is 32
+ * random bytes in base64.
  *
  * The secrets go to wrangler as `--var` options, which take precedence over
  * the project's .dev.vars in wrangler 4.157 and keep the newlines of the PEM
@@ -47,10 +56,10 @@ export class WranglerDev {
   readonly #vars: Record<string, string>;
   /** PKCS#8 PEM of a P-256 key made for this server, the TOKEN_SIGNING_KEY secret. */
   readonly #signingKey: string;
-  /** Base64 of 32 random bytes made for this server, the CREDENTIALS_KEY secret that encrypts upstream passwords. */
+  /** Base64 of 32 random bytes, the CREDENTIALS_KEY secret. */
   readonly #credentialsKey: string;
-  readonly #startTimeoutMs: number;
   readonly #testScheduled: boolean;
+  readonly #startTimeoutMs: number;
   /** Whether `dispose` deletes the persist folder, because this object created it. */
   readonly #ownsPersistDir: boolean;
   #service: Service | null = null;
@@ -150,6 +159,18 @@ export class WranglerDev {
           `Check that wrangler dev gets the ADMIN_PASSWORD secret and that ${this.persistDir} holds no administrator with another password.`,
       );
     }
+  }
+
+  /**
+   * Runs the Worker's scheduled handler once for `cron` through
+   * `GET /__scheduled?cron=…`, and returns the response. Raises unless the
+   * server was started with `testScheduled`, because wrangler dev serves
+   * that path only then.
+   */
+  async runScheduled(cron: string): Promise<ScheduledRun> {
+    if (!this.#testScheduled) throw new Error(`wrangler dev on ${this.host} was started without testScheduled, so it has no /__scheduled`);
+    const response = await fetch(`${this.url}/__scheduled?${new URLSearchParams({ cron }).toString()}`);
+    return { status: response.status, body: await response.text() };
   }
 
   async stop(): Promise<void> {
