@@ -30,8 +30,7 @@ export async function revalidateTag(
   cached: ManifestRow,
 ): Promise<CachedTag> {
   const now = nowSeconds();
-  const checkedAt = await findTagCheckedAt(env.DB, image.full, tag);
-  if (checkedAt !== null && now - checkedAt < settings.tag_cache_seconds) return { manifest: cached, stale: false };
+  if (await wasCheckedRecently(env, image, settings, tag, now)) return { manifest: cached, stale: false };
   if (settings.offline === 1) return { manifest: cached, stale: true };
 
   const ids = { repository: image.full, tag, digest: cached.digest };
@@ -50,6 +49,18 @@ export async function revalidateTag(
     log.warn("serving a stale tag because revalidating it upstream failed", { ...ids, error: error.message });
     return { manifest: cached, stale: true };
   }
+}
+
+/** Returns whether the tag was checked upstream less than tagCacheSeconds before `now`. */
+export async function wasCheckedRecently(
+  env: Env,
+  image: ImageName,
+  settings: RemoteSettingsRow,
+  tag: string,
+  now: number,
+): Promise<boolean> {
+  const checkedAt = await findTagCheckedAt(env.DB, image.full, tag);
+  return checkedAt !== null && now - checkedAt < settings.tag_cache_seconds;
 }
 
 /** Sends HEAD for the tag upstream and, when its digest differs from `cached`, fetches and stores the new manifest. */

@@ -28,6 +28,10 @@ export interface UpstreamBehaviour {
   retryAfter?: string;
   /** Closes the connection without a response, as an unreachable upstream would. */
   down?: boolean;
+  /** Holds every manifest and blob response (GET and HEAD) before its headers until `POST /_resume/<path>`. */
+  hold?: boolean;
+  /** Sends the headers and this many bytes of every GET body, then waits for `POST /_resume/<path>` before the rest. */
+  stallAfterBytes?: number;
 }
 
 declare module "vitest" {
