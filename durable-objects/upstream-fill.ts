@@ -64,6 +64,7 @@ export class UpstreamFill extends DurableObject<Env> {
       const outcome = toRpcResult(() => this.#runBlobFill(request, deliver));
       this.#blobFill = outcome;
       // The fill must finish storing even when the caller that started it disconnects.
+      // NOTE: only memory records a running fill, so if the runtime evicts the object mid-fill, its callers fail and the next miss starts over.
       this.ctx.waitUntil(outcome.finally(() => (this.#blobFill = null)).catch(() => undefined));
 
       const finished = outcome.then(unwrapRpcResult).then((stored): BlobFillResult => ({ status: stored ? "stored" : "missing" }));

@@ -120,7 +120,10 @@ class ClientForwarder {
     this.#target = target;
   }
 
-  /** Queues a chunk for the client, waiting while the client's queue is full. */
+  /**
+   * Queues a chunk for the client, waiting while the client's queue is full.
+   * NOTE: a client that stops reading but stays connected therefore stalls the fill, and every caller waiting for it, until its connection closes.
+   */
   async write(chunk: Uint8Array): Promise<void> {
     this.#received += chunk.byteLength;
     let sendable = chunk;
