@@ -63,9 +63,9 @@ export class UpstreamFill extends DurableObject<Env> {
       const delivered = new Promise<BlobFillResult>((resolve) => (deliver = resolve));
       const outcome = toRpcResult(() => this.#runBlobFill(request, deliver));
       this.#blobFill = outcome;
-      // The fill must finish storing even when the caller that started it disconnects.
+      // The fill is not tied to the first caller's RPC call, so it finishes storing when that caller disconnects.
       // NOTE: only memory records a running fill, so if the runtime evicts the object mid-fill, its callers fail and the next miss starts over.
-      this.ctx.waitUntil(outcome.finally(() => (this.#blobFill = null)).catch(() => undefined));
+      void outcome.finally(() => (this.#blobFill = null)).catch(() => undefined);
 
       const finished = outcome.then(unwrapRpcResult).then((stored): BlobFillResult => ({ status: stored ? "stored" : "missing" }));
       return Promise.race([delivered, finished]);
@@ -100,7 +100,7 @@ export class UpstreamFill extends DurableObject<Env> {
 
     const run = toRpcResult(work);
     this.#runs.set(name, run);
-    this.ctx.waitUntil(run.finally(() => this.#runs.delete(name)).catch(() => undefined));
+    void run.finally(() => this.#runs.delete(name)).catch(() => undefined);
     return run;
   }
 

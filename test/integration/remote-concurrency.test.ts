@@ -22,6 +22,9 @@ const stallBytes = 1024;
 /** Polls a condition that the Worker reaches on its own, without asserting how long that takes. */
 const untilReady = { timeout: 20_000, interval: 20 };
 
+/** Lets a failed `untilReady` poll report its last assertion before the test itself times out. */
+const longerThanPolling = { timeout: 30_000 };
+
 /** Returns how many callers wait on the UpstreamFill object of `name` for a fill that another caller started. */
 async function waitingCallers(name: string): Promise<number> {
   const stub = env.UPSTREAM_FILLS.get(env.UPSTREAM_FILLS.idFromName(name));
@@ -60,7 +63,7 @@ async function findLink(imageName: string, digest: string) {
     .first();
 }
 
-describe("concurrent remote misses", () => {
+describe("concurrent remote misses", longerThanPolling, () => {
   it("blob misses share one upstream GET", async () => {
     const key = await createRemoteRepository();
     const path = uniqueUpstreamPath();
@@ -149,7 +152,7 @@ describe("concurrent remote misses", () => {
   });
 });
 
-describe("remote blob streaming", () => {
+describe("remote blob streaming", longerThanPolling, () => {
   it("sends bytes before the upstream finishes", async () => {
     const key = await createRemoteRepository();
     const path = uniqueUpstreamPath();
