@@ -219,6 +219,26 @@ describe("remote blob streaming", longerThanPolling, () => {
     expect(await keysHolding(content.toUpperCase())).toEqual([]);
   });
 
+  it("stores nothing when the upstream fails mid-body", async () => {
+    const key = await createRemoteRepository();
+    const path = uniqueUpstreamPath();
+    const content = uniqueBlobContent();
+    const digest = await addUpstreamBlob(content);
+    await setUpstreamBehaviour(path, { cutAfterBytes: stallBytes });
+
+    const response = await registryFetch(`/v2/${key}/${path}/blobs/${digest}`);
+
+    expect(response.status).toBe(200);
+    await expect(response.arrayBuffer()).rejects.toThrow();
+    await setUpstreamBehaviour(path, {});
+    const retry = await registryFetch(`/v2/${key}/${path}/blobs/${digest}`);
+    expect(await retry.text()).toBe(content);
+    expect(await upstreamCounts(path)).toEqual({ [`${path}/blobs/${digest}`]: 2 });
+    const row = await findBlobRow(digest);
+    expect(await keysHolding(content)).toEqual([row?.storage_key]);
+    expect(await keysHolding(content.slice(0, stallBytes))).toEqual([]);
+  });
+
   it("answers HEAD with an upstream HEAD", async () => {
     const key = await createRemoteRepository();
     const path = uniqueUpstreamPath();

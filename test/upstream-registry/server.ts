@@ -119,8 +119,9 @@ export class UpstreamRegistry {
         return;
       }
       if (behaviour.hold) await waitForResume(name);
-      const stall =
-        behaviour.stallAfterBytes === undefined ? undefined : { afterBytes: behaviour.stallAfterBytes, resumed: waitForResume(name) };
+      let stall: Stall | undefined;
+      if (behaviour.cutAfterBytes !== undefined) stall = { afterBytes: behaviour.cutAfterBytes, resumed: null };
+      else if (behaviour.stallAfterBytes !== undefined) stall = { afterBytes: behaviour.stallAfterBytes, resumed: waitForResume(name) };
 
       const latest = behaviour.moved ? movedManifest : manifest;
       const layers = new Map([[layerDigest, layer], ...extraBlobs]);
@@ -191,10 +192,10 @@ function sendToken(url: URL, response: ServerResponse): void {
   sendJson(response, 200, { token: tokenFor(scope.groups.name!) });
 }
 
-/** A pause in the middle of a response body: the bytes sent before it and when it ends. */
+/** A pause in the middle of a response body: the bytes sent before it and when it ends, or null to close the connection there. */
 interface Stall {
   afterBytes: number;
-  resumed: Promise<void>;
+  resumed: Promise<void> | null;
 }
 
 /** Sends `content`, or only its headers for a HEAD request. A GET with `stall` sends the first bytes and waits before the rest. */
@@ -202,6 +203,10 @@ async function sendContent(response: ServerResponse, content: string, headers: R
   response.writeHead(200, { ...headers, "Content-Length": String(Buffer.byteLength(content)) });
   if (response.req.method === "HEAD") {
     response.end();
+    return;
+  }
+  if (stall?.resumed === null) {
+    response.write(content.slice(0, stall.afterBytes), () => response.socket?.destroy());
     return;
   }
   if (stall) {

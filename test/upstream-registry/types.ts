@@ -32,6 +32,8 @@ export interface UpstreamBehaviour {
   hold?: boolean;
   /** Sends the headers and this many bytes of every GET body, then waits for `POST /_resume/<path>` before the rest. */
   stallAfterBytes?: number;
+  /** Sends the headers and this many bytes of every GET body, then closes the connection, as an upstream that fails mid-body would. */
+  cutAfterBytes?: number;
 }
 
 declare module "vitest" {
