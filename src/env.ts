@@ -1,5 +1,6 @@
 import type { ImageStore } from "../durable-objects/image-store";
 import type { UploadSession } from "../durable-objects/upload-session";
+import type { UpstreamFill } from "../durable-objects/upstream-fill";
 
 /** Bindings and variables declared in wrangler.toml. */
 export interface Env {
@@ -7,6 +8,7 @@ export interface Env {
   DB: D1Database;
   UPLOAD_SESSIONS: DurableObjectNamespace<UploadSession>;
   IMAGE_STORES: DurableObjectNamespace<ImageStore>;
+  UPSTREAM_FILLS: DurableObjectNamespace<UpstreamFill>;
   /** Seconds an upload session may stay idle before it is aborted. */
   UPLOAD_TTL_SECONDS: string;
   /** Size in MiB of each R2 multipart part. */

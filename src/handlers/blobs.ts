@@ -2,8 +2,9 @@ import { addLogFields, type AppContext } from "../context";
 import { RegistryError, unwrapRpcResult } from "../errors";
 import { parseDigestFromPath, type ImageName } from "../names";
 import type { RouteParams } from "../routes";
-import { cacheBlob } from "../remote/pull-through";
-import { findLinkedBlob, getRemoteSettings } from "../storage/metadata";
+import { fillBlob } from "../remote/fill";
+import { headUpstreamBlob } from "../remote/upstream-blob";
+import { findLinkedBlob, getRemoteSettings, type BlobRow, type RemoteSettingsRow } from "../storage/metadata";
 import { etagOf, imageStore, requireUpstreamFetch, resolveImage } from "./shared";
 
 /** `GET` and `HEAD /v2/<name>/blobs/<digest>`, with single byte ranges and If-Range. */
@@ -12,10 +13,64 @@ export async function get(c: AppContext, params: RouteParams): Promise<Response>
   const digest = parseDigestFromPath(params.digest ?? "");
   addLogFields(c, { digest });
 
-  const blob = (await findLinkedBlob(c.env.DB, image.full, digest)) ?? (await cacheFromUpstream(c, image, digest));
-  if (!blob) throw new RegistryError("BLOB_UNKNOWN", `blob ${digest} is not in repository ${image.full}`, { digest });
+  const blob = await findLinkedBlob(c.env.DB, image.full, digest);
+  if (blob) return serveStoredBlob(c, blob);
 
-  const range = ifRangeMatches(c.req.header("If-Range") ?? null, digest) ? parseRange(c.req.header("Range") ?? null, blob.size) : null;
+  const remote = await getRemoteSettings(c.env.DB, image.repositoryKey);
+  if (!remote) throw blobUnknown(image, digest);
+  await requireUpstreamFetch(c, image, remote);
+  return serveUpstreamBlob(c, image, remote, digest);
+}
+
+/** Serves a blob linked to the image from R2, or one byte range of it. */
+async function serveStoredBlob(c: AppContext, blob: BlobRow): Promise<Response> {
+  const range = requestedRange(c, blob.digest, blob.size);
+  const { status, headers } = blobHeaders(blob.digest, blob.size, range);
+  if (c.req.method === "HEAD") return new Response(null, { status, headers });
+
+  const options = range ? { range: { offset: range.start, length: range.end - range.start + 1 } } : {};
+  const object = await c.env.BLOBS.get(blob.storage_key, options);
+  if (!object) throw new Error(`blob ${blob.digest} is recorded in D1 but missing from R2 at ${blob.storage_key}`);
+  return new Response(object.body, { status, headers });
+}
+
+/**
+ * Serves a blob that a remote repository's image lacks. HEAD sends HEAD
+ * upstream and stores nothing. A GET with Range waits until the whole blob is
+ * stored and then serves the range from R2. Any other GET streams the bytes
+ * to the client that starts the fill while they are stored. Clients that
+ * arrive during a fill wait for it and read from R2.
+ */
+async function serveUpstreamBlob(c: AppContext, image: ImageName, remote: RemoteSettingsRow, digest: string): Promise<Response> {
+  if (c.req.method === "HEAD") {
+    const size = await headUpstreamBlob(c.env, image, remote, digest);
+    if (size === null) throw blobUnknown(image, digest);
+    const { status, headers } = blobHeaders(digest, size, requestedRange(c, digest, size));
+    return new Response(null, { status, headers });
+  }
+
+  const wantsRange = c.req.header("Range") !== undefined && ifRangeMatches(c.req.header("If-Range") ?? null, digest);
+  const fill = await fillBlob(c.env, image, remote, digest, !wantsRange);
+  if (fill.status === "missing") throw blobUnknown(image, digest);
+  if (fill.status === "streaming") return new Response(fill.body, blobHeaders(digest, fill.size, null));
+
+  const blob = await findLinkedBlob(c.env.DB, image.full, digest);
+  if (!blob) throw new Error(`blob ${digest} was filled from upstream but is not linked to ${image.full}`);
+  return serveStoredBlob(c, blob);
+}
+
+function blobUnknown(image: ImageName, digest: string): RegistryError {
+  return new RegistryError("BLOB_UNKNOWN", `blob ${digest} is not in repository ${image.full}`, { digest });
+}
+
+/** Returns the byte range that the request's Range and If-Range headers select, or null for the whole blob. */
+function requestedRange(c: AppContext, digest: string, size: number): ByteRange | null {
+  if (!ifRangeMatches(c.req.header("If-Range") ?? null, digest)) return null;
+  return parseRange(c.req.header("Range") ?? null, size);
+}
+
+/** Builds the status and headers of a blob response, 206 with Content-Range when `range` is set. */
+function blobHeaders(digest: string, size: number, range: ByteRange | null): { status: 200 | 206; headers: Headers } {
   const headers = new Headers({
     "Content-Type": "application/octet-stream",
     "Docker-Content-Digest": digest,
@@ -23,24 +78,10 @@ export async function get(c: AppContext, params: RouteParams): Promise<Response>
     "Accept-Ranges": "bytes",
     "Cache-Control": "max-age=31536000, immutable",
   });
-  const status = range ? 206 : 200;
-  const length = range ? range.end - range.start + 1 : blob.size;
+  const length = range ? range.end - range.start + 1 : size;
   headers.set("Content-Length", String(length));
-  if (range) headers.set("Content-Range", `bytes ${range.start}-${range.end}/${blob.size}`);
-
-  if (c.req.method === "HEAD") return new Response(null, { status, headers });
-
-  const object = await c.env.BLOBS.get(blob.storage_key, range ? { range: { offset: range.start, length } } : {});
-  if (!object) throw new Error(`blob ${digest} is recorded in D1 but missing from R2 at ${blob.storage_key}`);
-  return new Response(object.body, { status, headers });
-}
-
-/** Fetches a blob that a remote repository lacks from its upstream; returns null for a local repository. */
-async function cacheFromUpstream(c: AppContext, image: ImageName, digest: string) {
-  const remote = await getRemoteSettings(c.env.DB, image.repositoryKey);
-  if (!remote) return null;
-  await requireUpstreamFetch(c, image, remote);
-  return cacheBlob(c.env, image, remote, digest);
+  if (range) headers.set("Content-Range", `bytes ${range.start}-${range.end}/${size}`);
+  return { status: range ? 206 : 200, headers };
 }
 
 /** `DELETE /v2/<name>/blobs/<digest>`: unlinks the blob from this image only. */

@@ -6,8 +6,8 @@ import { manifestStorageKey } from "../manifests/storage-key";
 import { assertTag, isDigestReference, parseDigest, type ImageName } from "../names";
 import type { RouteParams } from "../routes";
 import { digestBytes } from "../storage/hashing";
-import { cacheManifest } from "../remote/pull-through";
-import { revalidateTag, type CachedTag } from "../remote/revalidate-tag";
+import { fillManifest, revalidateTagOnce } from "../remote/fill";
+import type { CachedTag } from "../remote/revalidate-tag";
 import { findManifest, findTaggedManifest, getRemoteSettings, type ManifestRow } from "../storage/metadata";
 import { etagOf, imageStore, requireUpstreamFetch, resolveImage, storeManifest } from "./shared";
 
@@ -125,11 +125,11 @@ async function resolveReference(c: AppContext, image: ImageName, reference: stri
   if (stored && byDigest) return { manifest: stored, stale: false };
 
   const remote = await getRemoteSettings(c.env.DB, image.repositoryKey);
-  if (stored && remote) return revalidateTag(c.env, image, remote, reference, stored);
+  if (stored && remote) return revalidateTagOnce(c.env, image, remote, reference, stored);
   if (stored) return { manifest: stored, stale: false };
 
   if (remote) await requireUpstreamFetch(c, image, remote);
-  const cached = remote ? await cacheManifest(c.env, image, remote, reference) : null;
+  const cached = remote ? await fillManifest(c.env, image, remote, reference) : null;
   if (cached) return { manifest: cached, stale: false };
   if (byDigest) {
     throw new RegistryError("MANIFEST_UNKNOWN", `manifest ${reference} is not in repository ${image.full}`, { digest: reference });

@@ -1,12 +1,11 @@
 import type { Env } from "../env";
-import { RegistryError, unwrapRpcResult } from "../errors";
 import { parseManifest } from "../manifests/schema";
 import { isDigestReference } from "../names";
 import type { ImageName } from "../names";
-import { BlobHasher, digestBytes } from "../storage/hashing";
-import { findLinkedBlob, findManifest, type BlobRow, type ManifestRow, type RemoteSettingsRow } from "../storage/metadata";
+import { digestBytes } from "../storage/hashing";
+import { findManifest, type ManifestRow, type RemoteSettingsRow } from "../storage/metadata";
 import { log } from "../log";
-import { imageStore, storeManifest } from "../handlers/shared";
+import { storeManifest } from "../handlers/shared";
 import {
   findManifestMissedAt,
   isUpstreamOffline,
@@ -23,8 +22,6 @@ const maxManifestBytes = 4 * 1024 * 1024;
 
 /** How long upstream requests stay blocked after a 429 without a valid Retry-After header. */
 const defaultRetryAfterSeconds = 60;
-
-// NOTE: two concurrent misses on the same manifest or blob each fetch it upstream; nothing de-duplicates them.
 
 /**
  * Fetches a manifest that a remote repository does not have from its
@@ -135,77 +132,4 @@ export async function recordRateLimit(env: Env, settings: RemoteSettingsRow, res
   const retryAt = parseRetryAfter(response.headers.get("Retry-After"), nowSeconds(), defaultRetryAfterSeconds);
   log.warn("upstream registry rate limit", { repository: settings.repository_key, retryAt });
   await recordUpstreamRetryAt(env.DB, settings.repository_key, retryAt);
-}
-
-/**
- * Fetches a blob that a remote repository does not have from its upstream,
- * streams it into R2 while computing its checksums, and links it to the
- * image. Content whose sha256 is not `digest` is deleted and rejected.
- * Returns null when the upstream does not have the blob or the repository is
- * offline. The caller checks that the request may fetch upstream.
- */
-export async function cacheBlob(env: Env, image: ImageName, settings: RemoteSettingsRow, digest: string): Promise<BlobRow | null> {
-  if (isUpstreamOffline(settings, nowSeconds())) return null;
-  if (!digest.startsWith("sha256:")) {
-    throw new RegistryError("UNSUPPORTED", `remote repositories cache only sha256 blobs, not ${digest}`, { digest });
-  }
-
-  assertUpstreamNotRateLimited(settings, nowSeconds());
-
-  const client = await UpstreamClient.open(env, settings, image.path);
-  const response = await client.get(`blobs/${digest}`);
-  if (response.status === 404) {
-    await response.body?.cancel();
-    return null;
-  }
-  const length = Number(response.headers.get("Content-Length") ?? Number.NaN);
-  if (response.status !== 200 || !response.body || !Number.isSafeInteger(length)) {
-    await response.body?.cancel();
-    await recordRateLimit(env, settings, response);
-    // NOTE: an upstream blob response without Content-Length is rejected, because R2 needs the length of a streamed put.
-    const problem = response.status === 200 ? "no Content-Length" : `status ${response.status}`;
-    throw upstreamUnavailable(`the upstream registry returned ${problem} for blob ${digest} of ${client.path}`);
-  }
-
-  const storageKey = `blobs/remote/${crypto.randomUUID()}`;
-  const checksums = await storeHashed(env.BLOBS, storageKey, response.body, length).catch(async (error: unknown) => {
-    await client.recordFailure();
-    throw error;
-  });
-  if (checksums.digest !== digest) {
-    await env.BLOBS.delete(storageKey);
-    log.warn("upstream blob digest mismatch", { repository: image.full, expected: digest, actual: checksums.digest });
-    throw upstreamUnavailable(`the upstream registry sent blob content with digest ${checksums.digest} for ${digest}`);
-  }
-
-  const linked = await imageStore(env, image).linkUploadedBlob(image.full, image.repositoryKey, {
-    digest,
-    size: length,
-    storageKey,
-    sha1: checksums.sha1,
-    md5: checksums.md5,
-  });
-  unwrapRpcResult(linked);
-  return findLinkedBlob(env.DB, image.full, digest);
-}
-
-/** Streams `body` into R2 under `key`, hashing it on the way, and returns its checksums. */
-async function storeHashed(bucket: R2Bucket, key: string, body: ReadableStream<Uint8Array>, length: number) {
-  const hasher = new BlobHasher();
-  const hashing = new TransformStream<Uint8Array, Uint8Array>({
-    transform(chunk, controller) {
-      hasher.update(chunk);
-      controller.enqueue(chunk);
-    },
-  });
-  const sized = new FixedLengthStream(length);
-  const piping = body.pipeThrough(hashing).pipeTo(sized.writable);
-  try {
-    await Promise.all([bucket.put(key, sized.readable), piping]);
-  } catch (error) {
-    log.warn("storing an upstream blob failed", { storageKey: key, error: String(error) });
-    await bucket.delete(key);
-    throw upstreamUnavailable("the upstream registry sent fewer or more bytes than its Content-Length");
-  }
-  return hasher.finish();
 }

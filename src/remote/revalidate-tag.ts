@@ -42,11 +42,7 @@ export async function revalidateTag(
   trigger: RevalidationTrigger = "pull",
 ): Promise<CachedTag> {
   const now = nowSeconds();
-  const state = await findTagCacheState(env.DB, image.full, tag);
-  if (trigger === "pull" && state && (state.pulledAt === null || now - state.pulledAt >= pullRecordSeconds)) {
-    await recordTagPulled(env.DB, image.full, tag, now);
-  }
-  const fresh = state !== null && now - state.checkedAt < settings.tag_cache_seconds;
+  const fresh = await checkTagFreshness(env, image, settings, tag, now, trigger);
   if (trigger === "pull" && fresh) return { manifest: cached, stale: false };
   if (isUpstreamOffline(settings, now)) return { manifest: cached, stale: !fresh };
 
@@ -66,6 +62,26 @@ export async function revalidateTag(
     log.warn("serving a stale tag because revalidating it upstream failed", { ...ids, error: error.message });
     return { manifest: cached, stale: true };
   }
+}
+
+/**
+ * Returns whether the tag was checked upstream less than tagCacheSeconds
+ * before `now`. For a client's pull it also records the pull for the Cron
+ * Trigger, at most once every pullRecordSeconds.
+ */
+export async function checkTagFreshness(
+  env: Env,
+  image: ImageName,
+  settings: RemoteSettingsRow,
+  tag: string,
+  now: number,
+  trigger: RevalidationTrigger,
+): Promise<boolean> {
+  const state = await findTagCacheState(env.DB, image.full, tag);
+  if (trigger === "pull" && state && (state.pulledAt === null || now - state.pulledAt >= pullRecordSeconds)) {
+    await recordTagPulled(env.DB, image.full, tag, now);
+  }
+  return state !== null && now - state.checkedAt < settings.tag_cache_seconds;
 }
 
 /** Sends HEAD for the tag upstream and, when its digest differs from `cached`, fetches and stores the new manifest. */

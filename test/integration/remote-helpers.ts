@@ -39,3 +39,17 @@ export async function setUpstreamBehaviour(path: string, behaviour: UpstreamBeha
   const response = await fetch(`${upstream.url}/_behaviour/${path}`, { method: "POST", body: JSON.stringify(behaviour) });
   expect(response.status).toBe(200);
 }
+
+/** Releases the upstream responses that `hold` or `stallAfterBytes` keeps waiting for the path, and ends both behaviours. */
+export async function resumeUpstream(path: string): Promise<void> {
+  const response = await fetch(`${upstream.url}/_resume/${path}`, { method: "POST" });
+  expect(response.status).toBe(200);
+  await response.arrayBuffer();
+}
+
+/** Adds a blob of `content` that every upstream path serves, and returns its digest. */
+export async function addUpstreamBlob(content: string): Promise<string> {
+  const response = await fetch(`${upstream.url}/_blobs`, { method: "POST", body: content });
+  expect(response.status).toBe(200);
+  return ((await response.json()) as { digest: string }).digest;
+}

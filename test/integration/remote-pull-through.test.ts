@@ -138,8 +138,9 @@ describe("remote blob pull", () => {
 
     const response = await registryFetch(`/v2/${key}/${path}/blobs/${upstream.layerDigest}`);
 
-    const error = await expectRegistryError(response, 503, "UNAVAILABLE");
-    expect(error.message).toContain(`for ${upstream.layerDigest}`);
+    // The first client receives the bytes while they are checked, so its body fails at the end instead of a 503.
+    expect(response.status).toBe(200);
+    await expect(response.arrayBuffer()).rejects.toThrow();
     const link = await env.DB.prepare("SELECT 1 FROM blob_links l JOIN images i ON i.id = l.image_id WHERE i.name = ?")
       .bind(`${key}/${path}`)
       .first();

@@ -21,7 +21,11 @@ const manifestMediaType = "application/vnd.oci.image.manifest.v1+json";
  * Paths that start with `corrupt-` serve layer bytes that do not match the
  * layer digest. HEAD requests are counted under `HEAD <path>`, token requests
  * under `token:<scope>`. `POST /_behaviour/<path>` with a JSON
- * `UpstreamBehaviour` changes how that image path responds from then on.
+ * `UpstreamBehaviour` changes how that image path responds from then on, and
+ * `POST /_resume/<path>` releases the responses that its `hold` or
+ * `stallAfterBytes` keeps waiting. `POST /_blobs` with a text body adds a blob
+ * that every path serves and returns `{"digest"}`, so a test can use a digest
+ * that no other test stores.
  */
 export class UpstreamRegistry {
   readonly info: UpstreamRegistryInfo;
@@ -51,8 +55,12 @@ export class UpstreamRegistry {
     const movedManifest = manifest.replace('"schemaVersion": 2,', '"schemaVersion": 2,\n   "annotations": { "test.moved": "true" },');
     const counts = new Map<string, number>();
     const behaviours = new Map<string, UpstreamBehaviour>();
+    const extraBlobs = new Map<string, string>();
+    const paused = new Map<string, (() => void)[]>();
+    const waitForResume = (name: string) => new Promise<void>((resolve) => paused.set(name, [...(paused.get(name) ?? []), resolve]));
 
-    const server = createServer((request, response) => {
+    const server = createServer((request, response) => void handle(request, response));
+    async function handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
       const url = new URL(request.url ?? "/", "http://127.0.0.1");
       if (url.pathname.startsWith("/_counts/")) {
         const prefix = url.pathname.slice("/_counts/".length);
@@ -61,10 +69,25 @@ export class UpstreamRegistry {
         return;
       }
       if (url.pathname.startsWith("/_behaviour/") && request.method === "POST") {
-        void readJson(request).then((behaviour) => {
-          behaviours.set(url.pathname.slice("/_behaviour/".length), behaviour as UpstreamBehaviour);
-          sendJson(response, 200, {});
-        });
+        const behaviour = (await readJson(request)) as UpstreamBehaviour;
+        behaviours.set(url.pathname.slice("/_behaviour/".length), behaviour);
+        sendJson(response, 200, {});
+        return;
+      }
+      if (url.pathname.startsWith("/_resume/") && request.method === "POST") {
+        const name = url.pathname.slice("/_resume/".length);
+        const { hold: _hold, stallAfterBytes: _stall, ...rest } = behaviours.get(name) ?? {};
+        behaviours.set(name, rest);
+        const released = paused.get(name) ?? [];
+        paused.delete(name);
+        released.forEach((resume) => resume());
+        sendJson(response, 200, { released: released.length });
+        return;
+      }
+      if (url.pathname === "/_blobs" && request.method === "POST") {
+        const content = await readText(request);
+        extraBlobs.set(sha256Digest(content), content);
+        sendJson(response, 200, { digest: sha256Digest(content) });
         return;
       }
 
@@ -108,22 +131,33 @@ export class UpstreamRegistry {
         response.end();
         return;
       }
+      if (behaviour.hold) await waitForResume(name);
+      let stall: Stall | undefined;
+      if (behaviour.cutAfterBytes !== undefined) stall = { afterBytes: behaviour.cutAfterBytes, resumed: null };
+      else if (behaviour.stallAfterBytes !== undefined) stall = { afterBytes: behaviour.stallAfterBytes, resumed: waitForResume(name) };
 
       const latest = behaviour.moved ? movedManifest : manifest;
+      const layers = new Map([[layerDigest, layer], ...extraBlobs]);
+      const layerContent = layers.get(reference);
       if (kind === "manifests" && (reference === "latest" || reference === sha256Digest(latest))) {
-        sendContent(response, latest, { "Content-Type": manifestMediaType, "Docker-Content-Digest": sha256Digest(latest) });
+        await sendContent(response, latest, { "Content-Type": manifestMediaType, "Docker-Content-Digest": sha256Digest(latest) }, stall);
       } else if (kind === "manifests" && reference === sha256Digest(manifest)) {
-        sendContent(response, manifest, { "Content-Type": manifestMediaType, "Docker-Content-Digest": sha256Digest(manifest) });
+        await sendContent(
+          response,
+          manifest,
+          { "Content-Type": manifestMediaType, "Docker-Content-Digest": sha256Digest(manifest) },
+          stall,
+        );
       } else if (kind === "blobs" && reference === configDigest) {
-        sendContent(response, config, { "Content-Type": "application/octet-stream", "Docker-Content-Digest": configDigest });
-      } else if (kind === "blobs" && reference === layerDigest) {
-        const content = name.startsWith("corrupt-") ? layer.toUpperCase() : layer;
-        sendContent(response, content, { "Content-Type": "application/octet-stream", "Docker-Content-Digest": layerDigest });
+        await sendContent(response, config, { "Content-Type": "application/octet-stream", "Docker-Content-Digest": configDigest }, stall);
+      } else if (kind === "blobs" && layerContent !== undefined) {
+        const content = name.startsWith("corrupt-") ? layerContent.toUpperCase() : layerContent;
+        await sendContent(response, content, { "Content-Type": "application/octet-stream", "Docker-Content-Digest": reference }, stall);
       } else {
         const code = kind === "manifests" ? "MANIFEST_UNKNOWN" : "BLOB_UNKNOWN";
         sendJson(response, 404, { errors: [{ code, message: `${reference} is not in ${name}` }] });
       }
-    });
+    }
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
       server.listen(0, "127.0.0.1", resolve);
@@ -196,16 +230,41 @@ function sendToken(request: IncomingMessage, url: URL, response: ServerResponse,
   sendJson(response, 200, body);
 }
 
-/** Sends `content`, or only its headers for a HEAD request. */
-function sendContent(response: ServerResponse, content: string, headers: Record<string, string>): void {
+/** A pause in the middle of a response body: the bytes sent before it and when it ends, or null to close the connection there. */
+interface Stall {
+  afterBytes: number;
+  resumed: Promise<void> | null;
+}
+
+/** Sends `content`, or only its headers for a HEAD request. A GET with `stall` sends the first bytes and waits before the rest. */
+async function sendContent(response: ServerResponse, content: string, headers: Record<string, string>, stall?: Stall): Promise<void> {
   response.writeHead(200, { ...headers, "Content-Length": String(Buffer.byteLength(content)) });
-  response.end(response.req.method === "HEAD" ? undefined : content);
+  if (response.req.method === "HEAD") {
+    response.end();
+    return;
+  }
+  if (stall?.resumed === null) {
+    response.write(content.slice(0, stall.afterBytes), () => response.socket?.destroy());
+    return;
+  }
+  if (stall) {
+    // The contents are ASCII, so character offsets are byte offsets.
+    response.write(content.slice(0, stall.afterBytes));
+    await stall.resumed;
+    response.end(content.slice(stall.afterBytes));
+    return;
+  }
+  response.end(content);
+}
+
+async function readText(request: IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of request) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString("utf8");
 }
 
 async function readJson(request: IncomingMessage): Promise<unknown> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of request) chunks.push(chunk as Buffer);
-  return JSON.parse(Buffer.concat(chunks).toString("utf8"));
+  return JSON.parse(await readText(request));
 }
 
 function sendJson(response: ServerResponse, status: number, body: unknown): void {

@@ -39,6 +39,12 @@ export interface UpstreamBehaviour {
   tokenIssuedSecondsAgo?: number;
   /** Tokens carry this number, so raising it makes the upstream reject tokens issued before. */
   tokenGeneration?: number;
+  /** Holds every manifest and blob response (GET and HEAD) before its headers until `POST /_resume/<path>`. */
+  hold?: boolean;
+  /** Sends the headers and this many bytes of every GET body, then waits for `POST /_resume/<path>` before the rest. */
+  stallAfterBytes?: number;
+  /** Sends the headers and this many bytes of every GET body, then closes the connection, as an upstream that fails mid-body would. */
+  cutAfterBytes?: number;
 }
 
 declare module "vitest" {
