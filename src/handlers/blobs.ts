@@ -3,7 +3,7 @@ import { RegistryError, unwrapRpcResult } from "../errors";
 import { parseDigestFromPath, type ImageName } from "../names";
 import type { RouteParams } from "../routes";
 import { cacheBlob } from "../remote/pull-through";
-import { findLinkedBlob, getRemoteSettings } from "../storage/metadata";
+import { findLinkedBlob, getRemoteSettings, type BlobRow } from "../storage/metadata";
 import { etagOf, imageStore, requireUpstreamFetch, resolveImage } from "./shared";
 
 /** `GET` and `HEAD /v2/<name>/blobs/<digest>`, with single byte ranges and If-Range. */
@@ -14,7 +14,12 @@ export async function get(c: AppContext, params: RouteParams): Promise<Response>
 
   const blob = (await findLinkedBlob(c.env.DB, image.full, digest)) ?? (await cacheFromUpstream(c, image, digest));
   if (!blob) throw new RegistryError("BLOB_UNKNOWN", `blob ${digest} is not in repository ${image.full}`, { digest });
+  return blobResponse(c, blob);
+}
 
+/** Builds the response of a blob GET or HEAD from R2, with the single byte range that Range and If-Range ask for. */
+export async function blobResponse(c: AppContext, blob: BlobRow): Promise<Response> {
+  const digest = blob.digest;
   const range = ifRangeMatches(c.req.header("If-Range") ?? null, digest) ? parseRange(c.req.header("Range") ?? null, blob.size) : null;
   const headers = new Headers({
     "Content-Type": "application/octet-stream",
