@@ -5,7 +5,7 @@ import { getRepositories, getVirtualSettings, type VirtualSettings } from "../st
 import { validate } from "./shared";
 
 /**
- * The most members a virtual repository may list. Member keys are bound as
+ * Maximum number of members of a virtual repository. Member keys are bound as
  * SQL parameters in one query, and D1 allows at most 100 per query.
  */
 export const maxMembers = 50;
@@ -44,10 +44,10 @@ export interface VirtualDefinition {
 }
 
 /**
- * Checks a virtual repository's definition against the other repositories and
- * throws INVALID_REQUEST with one issue per problem: a member that is the
- * repository itself, does not exist or is virtual, and a default deployment
- * repository that is not a local member.
+ * Checks a virtual repository's definition against the other repositories.
+ * Throws INVALID_REQUEST with one issue for each member that is the
+ * repository itself, does not exist or is virtual, and one for a default
+ * deployment repository that is not a local member.
  */
 export async function assertValidDefinition(db: D1Database, key: string, definition: VirtualDefinition): Promise<void> {
   const types = await repositoryTypes(db, definition.members);

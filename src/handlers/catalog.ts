@@ -30,14 +30,14 @@ export async function list(c: AppContext): Promise<Response> {
 }
 
 /**
- * Collects up to `wanted` names after `last` in byte order: the images the
+ * Collects up to `limit` names after `last` in byte order: the images the
  * caller may read, merged with the names that virtual repositories serve.
  */
-async function catalogNames(c: AppContext, last: string, wanted: number): Promise<string[]> {
-  const stored = await readableImages(c, last, wanted);
-  const virtual = await readableVirtualImages(c.env.DB, c.get("principal"), last, wanted);
+async function catalogNames(c: AppContext, last: string, limit: number): Promise<string[]> {
+  const stored = await readableImages(c, last, limit);
+  const virtual = await readableVirtualImages(c.env.DB, c.get("principal"), last, limit);
   if (virtual.length === 0) return stored;
-  return [...new Set([...stored, ...virtual])].sort().slice(0, wanted);
+  return [...new Set([...stored, ...virtual])].sort().slice(0, limit);
 }
 
 /** Collects up to `wanted` image names after `last` that the caller may read. */

@@ -7,11 +7,12 @@ import { resolutionOrder } from "./members";
 const memberBatchSize = 1000;
 
 /**
- * Lists up to `wanted` names `<virtual key>/<path>` after `last` in byte
+ * Lists up to `limit` names `<virtual key>/<path>` after `last` in byte
  * order, one for each path that a member of a virtual repository has and the
  * caller may read both through the virtual name and in that member.
  */
-export async function readableVirtualImages(db: D1Database, principal: Principal, last: string, wanted: number): Promise<string[]> {
+export async function readableVirtualImages(db: D1Database, principal: Principal, last: string, limit: number): Promise<string[]> {
+  // NOTE: every catalog page reads up to `limit` names of each virtual repository, so its cost grows with their number.
   const evaluate = await permissionEvaluator(db, principal);
   const names: string[] = [];
   for (const virtualKey of await listVirtualKeys(db)) {
@@ -36,12 +37,12 @@ export async function readableVirtualImages(db: D1Database, principal: Principal
           names.push(name);
           found += 1;
         }
-        if (found === wanted) break;
+        if (found === limit) break;
       }
-      if (found === wanted || rows.length < memberBatchSize) break;
+      if (found === limit || rows.length < memberBatchSize) break;
       const end = rows[rows.length - 1]!;
       cursor = { path: end.path, key: end.repository_key };
     }
   }
-  return names.sort().slice(0, wanted);
+  return names.sort().slice(0, limit);
 }
