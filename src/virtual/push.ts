@@ -54,6 +54,7 @@ export async function linkMemberBlobs(c: AppContext, target: ImageName, manifest
   const members = await membersAllowing(c, virtualImage, settings);
   const sizes = new Map(manifest.blobDescriptors.map((descriptor) => [descriptor.digest, descriptor.size]));
 
+  // NOTE: child manifests of an index are not linked this way, so an index whose children only another member stores is rejected.
   const found: string[] = [];
   for (const digest of new Set(manifest.blobDigests)) {
     if (await findLinkedBlob(c.env.DB, target.full, digest)) continue;

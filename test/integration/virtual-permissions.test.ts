@@ -243,47 +243,46 @@ describe("virtual registry tokens", () => {
 });
 
 describe("virtual access token scope", () => {
-  it("reaches no member outside the scope", async () => {
-    const visible = await createRepository("visible");
-    const key = await createVirtualRepository([visible]);
-    const path = uniquePath();
-    await pushImage(`${visible}/${path}`, "1.0");
-    const user = await createUser("scoped");
-    await createTarget({ repositories: [key, visible], users: { [user.name]: ["read"] } });
-    const secret = await insertAccessToken(user, { repositories: [key] });
-
-    const response = await registryFetch(`/v2/${key}/${path}/manifests/1.0`, { headers: { Authorization: `Bearer ${secret}` } });
-
-    await expectRegistryError(response, 404, "MANIFEST_UNKNOWN");
-  });
-
-  it("reaches members inside the scope", async () => {
+  /**
+   * Sets up a virtual repository over one local member with a tagged image,
+   * and an access token whose scope lists `scopeRepositories` for a user who
+   * may read both repositories.
+   */
+  async function scopedReader(scopeRepositories: (key: string, member: string) => string[]) {
     const visible = await createRepository("visible");
     const key = await createVirtualRepository([visible]);
     const path = uniquePath();
     const pushed = await pushImage(`${visible}/${path}`, "1.0");
     const user = await createUser("scoped");
     await createTarget({ repositories: [key, visible], users: { [user.name]: ["read"] } });
-    const secret = await insertAccessToken(user, { repositories: [key, visible] });
+    const secret = await insertAccessToken(user, { repositories: scopeRepositories(key, visible) });
+    return { name: `${key}/${path}`, pushed, user, secret };
+  }
 
-    const response = await registryFetch(`/v2/${key}/${path}/manifests/1.0`, { headers: { Authorization: `Bearer ${secret}` } });
+  it("reaches no member outside the scope", async () => {
+    const { name, secret } = await scopedReader((key) => [key]);
+
+    const response = await registryFetch(`/v2/${name}/manifests/1.0`, { headers: { Authorization: `Bearer ${secret}` } });
+
+    await expectRegistryError(response, 404, "MANIFEST_UNKNOWN");
+  });
+
+  it("reaches members inside the scope", async () => {
+    const { name, pushed, secret } = await scopedReader((key, member) => [key, member]);
+
+    const response = await registryFetch(`/v2/${name}/manifests/1.0`, { headers: { Authorization: `Bearer ${secret}` } });
 
     expect(response.status).toBe(200);
     expect(response.headers.get("Docker-Content-Digest")).toBe(pushed.digest);
   });
 
   it("keeps the scope through a registry token", async () => {
-    const visible = await createRepository("visible");
-    const key = await createVirtualRepository([visible]);
-    const path = uniquePath();
-    await pushImage(`${visible}/${path}`, "1.0");
-    const user = await createUser("scoped");
-    await createTarget({ repositories: [key, visible], users: { [user.name]: ["read"] } });
-    const secret = await insertAccessToken(user, { repositories: [key] });
-    const token = await requestToken(`Basic ${btoa(`${user.name}:${secret}`)}`, [`repository:${key}/${path}:pull`]);
+    const { name, user, secret } = await scopedReader((key) => [key]);
+    const token = await requestToken(`Basic ${btoa(`${user.name}:${secret}`)}`, [`repository:${name}:pull`]);
 
-    const response = await fetchAs(`Bearer ${token.token}`, `/v2/${key}/${path}/manifests/1.0`);
+    const response = await fetchAs(`Bearer ${token.token}`, `/v2/${name}/manifests/1.0`);
 
+    expect(claimsOf(token.token).access).toEqual([{ type: "repository", name, actions: ["pull"] }]);
     await expectRegistryError(response, 404, "MANIFEST_UNKNOWN");
   });
 
