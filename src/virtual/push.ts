@@ -44,7 +44,8 @@ export async function deploymentImage(c: AppContext, virtualImage: ImageName, se
  * the size the manifest declares. A client that found the blob with a HEAD
  * through the virtual name skips its upload, so without the link the manifest
  * would be rejected with MANIFEST_BLOB_UNKNOWN. Nothing is linked unless every
- * missing blob is found, so a manifest that is rejected anyway leaves no links.
+ * missing blob is found with its declared size, so a manifest rejected for a
+ * missing blob or a wrong size leaves no links.
  */
 export async function linkMemberBlobs(c: AppContext, target: ImageName, manifest: ParsedManifest): Promise<void> {
   const pushThrough = c.get("pushThrough")!;
