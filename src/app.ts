@@ -16,6 +16,7 @@ import { anonymousPrincipal } from "./auth/permissions";
 import { parseImageName, type ImageName } from "./names";
 import { getRepository } from "./storage/metadata";
 import { matchRoute, type Method } from "./routes";
+import { dispatchVirtual } from "./virtual/dispatch";
 
 export const app = new Hono<AppEnv>();
 
@@ -25,6 +26,7 @@ app.use(async (c, next) => {
   c.set("logFields", {});
   c.set("principal", anonymousPrincipal);
   c.set("tokenAccess", null);
+  c.set("pushThrough", null);
   const started = Date.now();
   await next();
 
@@ -80,9 +82,12 @@ app.all("/v2/*", async (c) => {
   if (access === undefined) throw new RegistryError("DENIED", "no access rule is defined for this endpoint");
   if (access === "credentials") requireCredentials(c);
   else if (access !== "public") await requireAction(c, parseImageName(match.params.name ?? ""), access);
-  if (match.params.name !== undefined && c.req.method !== "GET" && c.req.method !== "HEAD") {
-    await rejectWriteToRemote(c, parseImageName(match.params.name));
-  }
+  if (match.params.name === undefined) return handler(c, match.params);
+
+  const image = parseImageName(match.params.name);
+  const repository = await getRepository(c.env.DB, image.repositoryKey);
+  if (repository?.type === "virtual") return dispatchVirtual(c, match.route, match.params, image);
+  if (repository?.type === "remote" && c.req.method !== "GET" && c.req.method !== "HEAD") rejectWriteToRemote(image);
   return handler(c, match.params);
 });
 
@@ -96,9 +101,7 @@ app.onError((error, c) => {
 });
 
 /** Throws 405 UNSUPPORTED for a push, upload or delete in a remote repository, whose content only its upstream changes. */
-async function rejectWriteToRemote(c: AppContext, image: ImageName): Promise<void> {
-  const repository = await getRepository(c.env.DB, image.repositoryKey);
-  if (repository?.type !== "remote") return;
+function rejectWriteToRemote(image: ImageName): never {
   throw new RegistryError(
     "UNSUPPORTED",
     `repository '${image.repositoryKey}' is a remote repository, a read-only cache of another registry; push to a local repository instead`,

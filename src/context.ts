@@ -11,6 +11,14 @@ export interface RequestVariables {
   principal: Principal;
   /** The Docker token grants of the bearer token the request used, or null. */
   tokenAccess: import("./auth/scopes").RequestedScope[] | null;
+  /** Set while a write through a virtual repository goes to its default deployment repository, so Locations keep the virtual key. */
+  pushThrough: PushThrough | null;
+}
+
+/** A write addressed to a virtual repository and stored in its default deployment repository. */
+export interface PushThrough {
+  virtualKey: string;
+  deploymentKey: string;
 }
 
 export type AppEnv = { Bindings: Env; Variables: RequestVariables };

@@ -1,15 +1,30 @@
 import { Hono } from "hono";
 import { z } from "zod";
-import type { AppEnv } from "../context";
+import type { AppContext, AppEnv } from "../context";
 import { RegistryError } from "../errors";
 import { isRepositoryKey } from "../names";
-import { getRemoteSettings, getRepository, listRepositories, type RemoteSettingsRow, type RepositoryRow } from "../storage/metadata";
+import {
+  getRemoteSettings,
+  getRepository,
+  getVirtualSettings,
+  listRepositories,
+  type RemoteSettingsRow,
+  type RepositoryRow,
+} from "../storage/metadata";
 import { requireAdministrator, requireUser } from "./access";
 import { audit } from "../auth/audit";
 import { isConstraintFailure } from "./shared";
 import type { Env } from "../env";
 import { nowSeconds } from "../remote/cache-state";
 import { encryptPassword } from "../remote/credentials";
+import {
+  assertValidDefinition,
+  definitionStatements,
+  isForeignKeyFailure,
+  presentVirtual,
+  updateStatements,
+  virtualCreateFields,
+} from "./virtual-repositories";
 
 const repositoryKeySchema = z
   .string()
@@ -47,7 +62,6 @@ const remoteFields = {
 
 const passwordNeedsUsername = "password needs username, the upstream user that the password belongs to";
 
-// NOTE: virtual repositories, which would combine local and remote repositories under one key, do not exist yet.
 const createRepositorySchema = z.discriminatedUnion("type", [
   z.strictObject({
     key: repositoryKeySchema,
@@ -74,6 +88,11 @@ const createRepositorySchema = z.discriminatedUnion("type", [
       path: ["password"],
       message: passwordNeedsUsername,
     }),
+  z.strictObject({
+    key: repositoryKeySchema,
+    type: z.literal("virtual"),
+    ...virtualCreateFields,
+  }),
 ]);
 
 const updateRemoteSchema = z
@@ -101,7 +120,11 @@ repositoryAdmin.use(requireUser);
 
 repositoryAdmin.get("/", async (c) => {
   const repositories = await listRepositories(c.env.DB);
-  return c.json({ repositories: repositories.map(present) });
+  const presented = [];
+  for (const repository of repositories) {
+    presented.push(repository.type === "virtual" ? await presentByKey(c.env.DB, repository.key) : present(repository));
+  }
+  return c.json({ repositories: presented });
 });
 
 repositoryAdmin.post("/", async (c) => {
@@ -110,9 +133,14 @@ repositoryAdmin.post("/", async (c) => {
   const definition = validate(createRepositorySchema, body, "repository definition");
   const { key, type, description } = definition;
   const db = c.env.DB;
+  const virtual =
+    definition.type === "virtual"
+      ? { members: definition.members, defaultDeploymentRepository: definition.defaultDeploymentRepository ?? null }
+      : null;
+  if (virtual) await assertValidDefinition(db, key, virtual);
 
-  // The type column keeps 'local' for a remote repository, because its CHECK allows nothing else. The
-  // remote_repositories row makes it remote.
+  // The type column keeps 'local' for a remote or virtual repository, because its CHECK allows nothing else. The
+  // remote_repositories or virtual_repositories row sets its type.
   const statements = [db.prepare("INSERT INTO repositories (key, type, description) VALUES (?, 'local', ?)").bind(key, description)];
   if (definition.type === "remote") {
     const passwordCiphertext = definition.password === undefined ? null : await encryptPassword(c.env, key, definition.password);
@@ -138,19 +166,23 @@ repositoryAdmin.post("/", async (c) => {
         ),
     );
   }
+  if (virtual) statements.push(...definitionStatements(db, key, virtual));
   try {
     await db.batch(statements);
   } catch (error) {
     if (isConstraintFailure(error, "UNIQUE", "repositories.key")) {
       throw new RegistryError("CONFLICT", `repository '${key}' already exists`, { key });
     }
+    if (virtual && isForeignKeyFailure(error)) throw memberDeletedMeanwhile(key);
     throw error;
   }
 
   const auditDetail =
     definition.type === "remote"
       ? { type, url: definition.url, offline: definition.offline, passwordSet: definition.password !== undefined }
-      : { type };
+      : virtual
+        ? { type, ...virtual }
+        : { type };
   await audit(c, "repository.create", key, auditDetail);
   return c.json(await presentByKey(db, key), 201, { Location: `/api/v1/repositories/${key}` });
 });
@@ -165,14 +197,17 @@ repositoryAdmin.get("/:key", async (c) => {
 });
 
 /**
- * Changes the settings of a remote repository. Content already cached stays
- * cached. `username: null` also clears the password, and `offline: false`
- * also ends an automatic offline period and resets the failure count.
+ * Changes the settings of a remote repository, where content already cached
+ * stays cached, or the description, members and default deployment
+ * repository of a virtual repository. For a remote repository,
+ * `username: null` also clears the password, and `offline: false` also ends
+ * an automatic offline period and resets the failure count.
  */
 repositoryAdmin.patch("/:key", async (c) => {
   requireAdministrator(c);
   const key = c.req.param("key");
   const body = await readJson(c.req.raw);
+  if ((await getRepository(c.env.DB, key))?.type === "virtual") return updateVirtual(c, key, body);
   const patch = validate(updateRemoteSchema, body, "remote repository settings");
   const repository = await getRepository(c.env.DB, key);
   if (!repository) throw new RegistryError("NAME_UNKNOWN", `repository '${key}' does not exist`);
@@ -180,7 +215,7 @@ repositoryAdmin.patch("/:key", async (c) => {
   if (!settings) {
     throw new RegistryError(
       "INVALID_REQUEST",
-      `repository '${key}' is ${repository.type}; only remote repositories have settings to change`,
+      `repository '${key}' is ${repository.type}; only remote and virtual repositories have settings to change`,
       {
         key,
       },
@@ -246,6 +281,22 @@ repositoryAdmin.delete("/:key", async (c) => {
   return c.body(null, 204);
 });
 
+async function updateVirtual(c: AppContext, key: string, body: unknown): Promise<Response> {
+  const { statements, changed } = await updateStatements(c.env.DB, key, body);
+  try {
+    await c.env.DB.batch(statements);
+  } catch (error) {
+    if (isForeignKeyFailure(error)) throw memberDeletedMeanwhile(key);
+    throw error;
+  }
+  await audit(c, "repository.update", key, { changed });
+  return c.json(await presentByKey(c.env.DB, key));
+}
+
+function memberDeletedMeanwhile(key: string): RegistryError {
+  return new RegistryError("CONFLICT", `a member of '${key}' was deleted while the request ran; check the members and retry`, { key });
+}
+
 // Registered last, so these only run for methods that no route above handles.
 repositoryAdmin.all("/", (c) => rejectMethod(c.req.method, "GET, HEAD, POST"));
 repositoryAdmin.all("/:key", (c) => rejectMethod(c.req.method, "GET, HEAD, PATCH, DELETE"));
@@ -259,10 +310,12 @@ function present(repository: RepositoryRow) {
   return { key: repository.key, type: repository.type, description: repository.description, createdAt: repository.created_at };
 }
 
-/** Presents a repository with its remote settings, if any. The response never contains an upstream password. */
+/** Presents a repository with its remote or virtual settings, if any. The response never contains an upstream password. */
 async function presentByKey(db: D1Database, key: string) {
   const repository = await getRepository(db, key);
   if (!repository) throw new RegistryError("NAME_UNKNOWN", `repository '${key}' does not exist`);
+  const virtual = repository.type === "virtual" ? await getVirtualSettings(db, key) : null;
+  if (virtual) return { ...present(repository), ...presentVirtual(virtual) };
   const settings = repository.type === "remote" ? await getRemoteSettings(db, key) : null;
   return settings ? { ...present(repository), ...presentRemote(settings) } : present(repository);
 }

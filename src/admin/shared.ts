@@ -52,7 +52,8 @@ export function parseQuery<Schema extends z.ZodType>(c: AppContext, schema: Sche
   return validate(schema, Object.fromEntries(url.searchParams), inputName);
 }
 
-function validate<Schema extends z.ZodType>(schema: Schema, value: unknown, inputName: string): z.output<Schema> {
+/** Validates a value that was already read, throwing INVALID_REQUEST with zod's issues. */
+export function validate<Schema extends z.ZodType>(schema: Schema, value: unknown, inputName: string): z.output<Schema> {
   const parsed = schema.safeParse(value);
   if (parsed.success) return parsed.data;
 

@@ -75,6 +75,20 @@ function tokenGrants(access: RequestedScope[], name: string, tokenAction: string
   );
 }
 
+/**
+ * Returns whether the caller may perform `action` on an image of a member of
+ * a virtual repository. Call it only after `requireAction` passed on the
+ * virtual name: a Docker registry token names only that virtual name, so its
+ * grants are not checked again here. The caller's permissions decide, still
+ * narrowed by the scope of an access token, so a token limited to the virtual
+ * repository reaches no member.
+ */
+export async function memberAllows(c: AppContext, image: ImageName, action: Action): Promise<boolean> {
+  const repository = (await getRepository(c.env.DB, image.repositoryKey)) ?? { key: image.repositoryKey, type: "local" };
+  const effective = await effectivePermissions(c.env.DB, c.get("principal"), repository, image.path);
+  return effective.has(action);
+}
+
 /** Returns whether the request may perform `action` on an image, without throwing. */
 export async function allows(c: AppContext, image: ImageName, action: Action): Promise<boolean> {
   try {

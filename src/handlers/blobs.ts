@@ -14,16 +14,18 @@ export async function get(c: AppContext, params: RouteParams): Promise<Response>
   addLogFields(c, { digest });
 
   const blob = await findLinkedBlob(c.env.DB, image.full, digest);
-  if (blob) return serveStoredBlob(c, blob);
+  if (blob) return blobResponse(c, blob);
 
   const remote = await getRemoteSettings(c.env.DB, image.repositoryKey);
   if (!remote) throw blobUnknown(image, digest);
   await requireUpstreamFetch(c, image, remote);
-  return serveUpstreamBlob(c, image, remote, digest);
+  const response = await upstreamBlobResponse(c, image, remote, digest);
+  if (!response) throw blobUnknown(image, digest);
+  return response;
 }
 
-/** Serves a blob linked to the image from R2, or one byte range of it. */
-async function serveStoredBlob(c: AppContext, blob: BlobRow): Promise<Response> {
+/** Serves a blob from R2 for GET or HEAD, or the single byte range that Range and If-Range ask for. */
+export async function blobResponse(c: AppContext, blob: BlobRow): Promise<Response> {
   const range = requestedRange(c, blob.digest, blob.size);
   const { status, headers } = blobHeaders(blob.digest, blob.size, range);
   if (c.req.method === "HEAD") return new Response(null, { status, headers });
@@ -39,24 +41,31 @@ async function serveStoredBlob(c: AppContext, blob: BlobRow): Promise<Response> 
  * upstream and stores nothing. A GET with Range waits until the whole blob is
  * stored and then serves the range from R2. Any other GET streams the bytes
  * to the client that starts the fill while they are stored. Clients that
- * arrive during a fill wait for it and read from R2.
+ * arrive during a fill wait for it and read from R2. Returns null when the
+ * upstream does not have the blob or the repository is offline. The caller
+ * checks that the request may fetch upstream.
  */
-async function serveUpstreamBlob(c: AppContext, image: ImageName, remote: RemoteSettingsRow, digest: string): Promise<Response> {
+export async function upstreamBlobResponse(
+  c: AppContext,
+  image: ImageName,
+  remote: RemoteSettingsRow,
+  digest: string,
+): Promise<Response | null> {
   if (c.req.method === "HEAD") {
     const size = await headUpstreamBlob(c.env, image, remote, digest);
-    if (size === null) throw blobUnknown(image, digest);
+    if (size === null) return null;
     const { status, headers } = blobHeaders(digest, size, requestedRange(c, digest, size));
     return new Response(null, { status, headers });
   }
 
   const wantsRange = c.req.header("Range") !== undefined && ifRangeMatches(c.req.header("If-Range") ?? null, digest);
   const fill = await fillBlob(c.env, image, remote, digest, !wantsRange);
-  if (fill.status === "missing") throw blobUnknown(image, digest);
+  if (fill.status === "missing") return null;
   if (fill.status === "streaming") return new Response(fill.body, blobHeaders(digest, fill.size, null));
 
   const blob = await findLinkedBlob(c.env.DB, image.full, digest);
   if (!blob) throw new Error(`blob ${digest} was filled from upstream but is not linked to ${image.full}`);
-  return serveStoredBlob(c, blob);
+  return blobResponse(c, blob);
 }
 
 function blobUnknown(image: ImageName, digest: string): RegistryError {

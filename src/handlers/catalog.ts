@@ -3,6 +3,7 @@ import { permissionEvaluator } from "../auth/permissions";
 import type { AppContext } from "../context";
 import { parseImageName } from "../names";
 import { listImages, listRepositories } from "../storage/metadata";
+import { readableVirtualImages } from "../virtual/catalog";
 import { pageResponse, parsePage } from "./shared";
 
 /** Rows read from D1 per round while filtering the catalog by permission. */
@@ -24,8 +25,19 @@ export async function list(c: AppContext): Promise<Response> {
   }
 
   const page = parsePage(c);
-  const names = page.limit === 0 ? [] : await readableImages(c, page.last, page.limit + 1);
+  const names = page.limit === 0 ? [] : await catalogNames(c, page.last, page.limit + 1);
   return pageResponse(c, page, names, (visible) => ({ repositories: visible }));
+}
+
+/**
+ * Collects up to `limit` names after `last` in byte order: the images the
+ * caller may read, merged with the names that virtual repositories serve.
+ */
+async function catalogNames(c: AppContext, last: string, limit: number): Promise<string[]> {
+  const stored = await readableImages(c, last, limit);
+  const virtual = await readableVirtualImages(c.env.DB, c.get("principal"), last, limit);
+  if (virtual.length === 0) return stored;
+  return [...new Set([...stored, ...virtual])].sort().slice(0, limit);
 }
 
 /** Collects up to `wanted` image names after `last` that the caller may read. */

@@ -1,4 +1,3 @@
-import { requireAction } from "../auth/authorize";
 import { addLogFields, type AppContext } from "../context";
 import { RegistryError, unwrapRpcResult } from "../errors";
 import { parseManifest } from "../manifests/schema";
@@ -8,8 +7,10 @@ import type { RouteParams } from "../routes";
 import { digestBytes } from "../storage/hashing";
 import { fillManifest, revalidateTagOnce } from "../remote/fill";
 import type { CachedTag } from "../remote/revalidate-tag";
-import { findManifest, findTaggedManifest, getRemoteSettings, type ManifestRow } from "../storage/metadata";
-import { etagOf, imageStore, requireUpstreamFetch, resolveImage, storeManifest } from "./shared";
+import type { Env } from "../env";
+import { findManifest, findTaggedManifest, getRemoteSettings, type RemoteSettingsRow } from "../storage/metadata";
+import { linkMemberBlobs } from "../virtual/push";
+import { etagOf, imageStore, locationName, requireUpstreamFetch, requireWriteAction, resolveImage, storeManifest } from "./shared";
 
 /** Manifests larger than this are rejected with 413. */
 export const maxManifestBytes = 4 * 1024 * 1024;
@@ -18,7 +19,16 @@ export const maxManifestBytes = 4 * 1024 * 1024;
 export async function get(c: AppContext, params: RouteParams): Promise<Response> {
   const image = await resolveImage(c, params.name);
   const reference = decodeReference(params.reference ?? "");
-  const { manifest, stale } = await resolveReference(c, image, reference);
+  return manifestResponse(c, reference, await resolveReference(c, image, reference));
+}
+
+/**
+ * Builds the response of a manifest GET or HEAD: the exact stored bytes with
+ * their digest, 304 for a matching If-None-Match, and a Warning header when
+ * a remote repository served a stale copy.
+ */
+export async function manifestResponse(c: AppContext, reference: string, found: CachedTag): Promise<Response> {
+  const { manifest, stale } = found;
   addLogFields(c, { reference, digest: manifest.digest });
 
   assertAccepted(c.req.header("Accept") ?? null, manifest.media_type);
@@ -62,12 +72,13 @@ export async function put(c: AppContext, params: RouteParams): Promise<Response>
   if (!byDigest) {
     // Moving an existing tag to other content overwrites it, which needs delete.
     const current = await findTaggedManifest(c.env.DB, image.full, reference);
-    if (current && current.digest !== digest) await requireAction(c, image, "delete", "push");
+    if (current && current.digest !== digest) await requireWriteAction(c, image, "delete");
   }
+  if (c.get("pushThrough")) await linkMemberBlobs(c, image, manifest);
   await storeManifest(c.env, image, { digest, bytes, manifest, tag: byDigest ? null : reference });
 
   const headers = new Headers({
-    Location: `/v2/${image.full}/manifests/${digest}`,
+    Location: `/v2/${locationName(c, image)}/manifests/${digest}`,
     "Docker-Content-Digest": digest,
     "Content-Length": "0",
   });
@@ -101,7 +112,7 @@ export async function remove(c: AppContext, params: RouteParams): Promise<Respon
  * escape such as `%zz` is DIGEST_INVALID when the reference has a colon,
  * encoded or not, and TAG_INVALID otherwise.
  */
-function decodeReference(encoded: string): string {
+export function decodeReference(encoded: string): string {
   try {
     return decodeURIComponent(encoded);
   } catch {
@@ -117,24 +128,47 @@ function decodeReference(encoded: string): string {
  * one from its upstream and revalidates a cached tag after tagCacheSeconds.
  */
 async function resolveReference(c: AppContext, image: ImageName, reference: string): Promise<CachedTag> {
-  const byDigest = isDigestReference(reference);
-  if (byDigest) parseDigest(reference);
-  else assertTag(reference);
-
-  const stored = byDigest ? await findManifest(c.env.DB, image.full, reference) : await findTaggedManifest(c.env.DB, image.full, reference);
-  if (stored && byDigest) return { manifest: stored, stale: false };
-
+  assertReference(reference);
   const remote = await getRemoteSettings(c.env.DB, image.repositoryKey);
-  if (stored && remote) return revalidateTagOnce(c.env, image, remote, reference, stored);
-  if (stored) return { manifest: stored, stale: false };
+  const stored = await findStoredManifest(c.env, image, remote, reference);
+  if (stored) return stored;
 
   if (remote) await requireUpstreamFetch(c, image, remote);
   const cached = remote ? await fillManifest(c.env, image, remote, reference) : null;
   if (cached) return { manifest: cached, stale: false };
-  if (byDigest) {
-    throw new RegistryError("MANIFEST_UNKNOWN", `manifest ${reference} is not in repository ${image.full}`, { digest: reference });
+  throw manifestUnknown(image.full, reference);
+}
+
+/** Validates a tag or digest reference, throwing TAG_INVALID or DIGEST_INVALID. */
+export function assertReference(reference: string): void {
+  if (isDigestReference(reference)) parseDigest(reference);
+  else assertTag(reference);
+}
+
+/**
+ * Finds the manifest of a tag or digest that the image already stores. A
+ * remote repository's cached tag is revalidated upstream after
+ * tagCacheSeconds. Returns null when the image does not store it.
+ */
+export async function findStoredManifest(
+  env: Env,
+  image: ImageName,
+  remote: RemoteSettingsRow | null,
+  reference: string,
+): Promise<CachedTag | null> {
+  const byDigest = isDigestReference(reference);
+  const stored = byDigest ? await findManifest(env.DB, image.full, reference) : await findTaggedManifest(env.DB, image.full, reference);
+  if (!stored) return null;
+  if (remote && !byDigest) return revalidateTagOnce(env, image, remote, reference, stored);
+  return { manifest: stored, stale: false };
+}
+
+/** Builds MANIFEST_UNKNOWN for a tag or digest that the named image does not have. */
+export function manifestUnknown(name: string, reference: string): RegistryError {
+  if (isDigestReference(reference)) {
+    return new RegistryError("MANIFEST_UNKNOWN", `manifest ${reference} is not in repository ${name}`, { digest: reference });
   }
-  throw new RegistryError("MANIFEST_UNKNOWN", `tag ${reference} is not in repository ${image.full}`, { tag: reference });
+  return new RegistryError("MANIFEST_UNKNOWN", `tag ${reference} is not in repository ${name}`, { tag: reference });
 }
 
 /**

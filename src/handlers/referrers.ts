@@ -30,12 +30,20 @@ const rowsPerQuery = 100;
  */
 export async function list(c: AppContext, params: RouteParams): Promise<Response> {
   const image = await resolveImage(c, params.name);
-  const subject = parseDigestFromPath(params.digest ?? "");
+  return referrersResponse(c, [image.full], params.digest ?? "");
+}
+
+/**
+ * Builds one page of the referrers of the digest in the path, encoded as
+ * `encodedSubject`, merged across `imageNames` without duplicates.
+ */
+export async function referrersResponse(c: AppContext, imageNames: string[], encodedSubject: string): Promise<Response> {
+  const subject = parseDigestFromPath(encodedSubject);
   const artifactType = c.req.query("artifactType") ?? null;
   const page = parsePage(c, maxReferrersPageSize);
   addLogFields(c, { digest: subject });
 
-  const { descriptors, nextAfter } = await readPage(c, image.full, subject, artifactType, page);
+  const { descriptors, nextAfter } = await readPage(c, imageNames, subject, artifactType, page);
   const headers = new Headers({ "Content-Type": mediaTypes.ociIndex });
   if (artifactType !== null) headers.set("OCI-Filters-Applied", "artifactType");
   if (nextAfter !== null) {
@@ -58,7 +66,13 @@ interface ReferrersPage {
  * `page.limit` descriptors or one more would take its JSON past
  * `maxReferrersPageBytes`.
  */
-async function readPage(c: AppContext, name: string, subject: string, artifactType: string | null, page: Page): Promise<ReferrersPage> {
+async function readPage(
+  c: AppContext,
+  imageNames: string[],
+  subject: string,
+  artifactType: string | null,
+  page: Page,
+): Promise<ReferrersPage> {
   const descriptors: string[] = [];
   if (page.limit === 0) return { descriptors, nextAfter: null };
 
@@ -67,7 +81,7 @@ async function readPage(c: AppContext, name: string, subject: string, artifactTy
   for (;;) {
     // One row past the limit shows whether another page follows.
     const wanted = Math.min(rowsPerQuery, page.limit + 1 - descriptors.length);
-    const rows = await listReferrers(c.env.DB, name, subject, artifactType, after, wanted);
+    const rows = await listReferrers(c.env.DB, imageNames, subject, artifactType, after, wanted);
     for (const row of rows) {
       if (descriptors.length === page.limit) return { descriptors, nextAfter: after };
 

@@ -5,7 +5,8 @@ import type { ParsedManifest } from "../manifests/schema";
 import { parseImageName, type ImageName } from "../names";
 import { getRepository } from "../storage/metadata";
 import type { Env } from "../env";
-import { requireAction } from "../auth/authorize";
+import { memberAllows, requireAction } from "../auth/authorize";
+import type { Action } from "../auth/permissions";
 import type { RemoteSettingsRow } from "../storage/metadata";
 import { isUpstreamOffline, nowSeconds } from "../remote/cache-state";
 
@@ -117,4 +118,29 @@ export async function storeManifest(env: Env, image: ImageName, write: ManifestT
  */
 export async function requireUpstreamFetch(c: AppContext, image: ImageName, settings: RemoteSettingsRow): Promise<void> {
   if (!isUpstreamOffline(settings, nowSeconds())) await requireAction(c, image, "deploy", "pull");
+}
+
+/**
+ * Returns the image name that Location headers use: the name in the request
+ * path. A push through a virtual repository is stored in its default
+ * deployment repository, but its Locations keep the virtual key, because a
+ * Docker client follows them with a registry token for the virtual name only.
+ */
+export function locationName(c: AppContext, image: ImageName): string {
+  const pushThrough = c.get("pushThrough");
+  if (!pushThrough || image.repositoryKey !== pushThrough.deploymentKey) return image.full;
+  return `${pushThrough.virtualKey}/${image.path}`;
+}
+
+/**
+ * Checks a permission that a write needs beyond the route's own, such as
+ * `delete` to move an existing tag. Through a virtual repository, the route
+ * already checked the registry token on the virtual name, so the image in the
+ * deployment repository is checked against the caller's permissions only.
+ */
+export async function requireWriteAction(c: AppContext, image: ImageName, action: Action): Promise<void> {
+  if (!c.get("pushThrough")) return requireAction(c, image, action, "push");
+  if (await memberAllows(c, image, action)) return;
+  const principal = c.get("principal");
+  throw new RegistryError("DENIED", undefined, { user: principal.name, action, name: image.full });
 }

@@ -5,8 +5,8 @@ import { RegistryError, unwrapRpcResult, type RpcResult } from "../errors";
 import { log } from "../log";
 import { parseDigest, parseImageName, type ImageName } from "../names";
 import type { RouteParams } from "../routes";
-import { findLinkedBlob } from "../storage/metadata";
-import { imageStore, resolveImage } from "./shared";
+import { findBlobToMount } from "../virtual/push";
+import { imageStore, locationName, resolveImage } from "./shared";
 
 const uploadIdPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -25,7 +25,7 @@ export async function start(c: AppContext, params: RouteParams): Promise<Respons
 
   if (mountDigest !== undefined && from !== undefined) {
     const mounted = await tryMount(c, image, parseDigest(mountDigest), from);
-    if (mounted) return blobCreated(image, mounted);
+    if (mounted) return blobCreated(locationName(c, image), mounted);
   }
 
   const uploadId = crypto.randomUUID();
@@ -39,12 +39,12 @@ export async function start(c: AppContext, params: RouteParams): Promise<Respons
       await session.commit({ name: image.full, body: c.req.raw.body, start: null, length: declaredLength(c), digest }),
     );
     unwrapRpcResult(await imageStore(c.env, image).linkUploadedBlob(image.full, image.repositoryKey, committed));
-    return blobCreated(image, committed.digest);
+    return blobCreated(locationName(c, image), committed.digest);
   }
 
   // Every PATCH rewrites the bytes that have not yet filled a part, so many
   // chunks smaller than a part rewrite the same bytes many times.
-  const response = uploadAccepted(image, uploadId, 0);
+  const response = uploadAccepted(locationName(c, image), uploadId, 0);
   response.headers.set("OCI-Chunk-Min-Length", String(partSize));
   return response;
 }
@@ -53,7 +53,7 @@ export async function start(c: AppContext, params: RouteParams): Promise<Respons
 export async function status(c: AppContext, params: RouteParams): Promise<Response> {
   const { image, uploadId } = await resolveSession(c, params);
   const current = unwrapRpcResult(await uploadSession(c, uploadId).status(image.full));
-  const response = uploadAccepted(image, uploadId, current.offset);
+  const response = uploadAccepted(locationName(c, image), uploadId, current.offset);
   return new Response(null, { status: 204, headers: response.headers });
 }
 
@@ -75,7 +75,7 @@ export async function append(c: AppContext, params: RouteParams): Promise<Respon
       length: range ? range.end - range.start + 1 : length,
     }),
   );
-  return uploadAccepted(image, uploadId, current.offset);
+  return uploadAccepted(locationName(c, image), uploadId, current.offset);
 }
 
 /** `PUT /v2/<name>/blobs/uploads/<id>?digest=`: appends an optional last chunk and completes the blob. */
@@ -101,7 +101,7 @@ export async function commit(c: AppContext, params: RouteParams): Promise<Respon
   // with the same key is created before the session expires, the blob is
   // linked into the new repository.
   unwrapRpcResult(await imageStore(c.env, image).linkUploadedBlob(image.full, image.repositoryKey, committed));
-  return blobCreated(image, committed.digest);
+  return blobCreated(locationName(c, image), committed.digest);
 }
 
 /** `DELETE /v2/<name>/blobs/uploads/<id>`: cancels the session. */
@@ -148,7 +148,7 @@ async function tryMount(c: AppContext, image: ImageName, digest: string, from: s
   // A source the caller cannot read is treated like one without the blob, so
   // a mount never reveals or copies content across a permission boundary.
   if (!(await allows(c, source, "read"))) return null;
-  const blob = await findLinkedBlob(c.env.DB, source.full, digest);
+  const blob = await findBlobToMount(c, source, digest);
   if (!blob) return null;
   unwrapRpcResult(await imageStore(c.env, image).linkExistingBlob(image.full, image.repositoryKey, digest));
   return digest;
@@ -170,11 +170,11 @@ function parseContentRange(header: string | null): { start: number; end: number 
   return { start, end };
 }
 
-function uploadAccepted(image: ImageName, uploadId: string, offset: number): Response {
+function uploadAccepted(name: string, uploadId: string, offset: number): Response {
   return new Response(null, {
     status: 202,
     headers: {
-      Location: `/v2/${image.full}/blobs/uploads/${uploadId}`,
+      Location: `/v2/${name}/blobs/uploads/${uploadId}`,
       "Docker-Upload-UUID": uploadId,
       Range: formatRange(offset),
       "Content-Length": "0",
@@ -182,10 +182,10 @@ function uploadAccepted(image: ImageName, uploadId: string, offset: number): Res
   });
 }
 
-function blobCreated(image: ImageName, digest: string): Response {
+function blobCreated(name: string, digest: string): Response {
   return new Response(null, {
     status: 201,
-    headers: { Location: `/v2/${image.full}/blobs/${digest}`, "Docker-Content-Digest": digest, "Content-Length": "0" },
+    headers: { Location: `/v2/${name}/blobs/${digest}`, "Docker-Content-Digest": digest, "Content-Length": "0" },
   });
 }
 

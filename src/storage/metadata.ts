@@ -8,8 +8,8 @@
 
 export interface RepositoryRow {
   key: string;
-  /** "remote" when the repository has a remote_repositories row, else the column's value. */
-  type: "local" | "remote";
+  /** "remote" or "virtual" when the repository has a row in that side table, else the column's value. */
+  type: "local" | "remote" | "virtual";
   description: string;
   created_at: string;
 }
@@ -52,11 +52,25 @@ export interface RemoteSettingsRow {
   recent_pull_seconds: number;
 }
 
-const repositoryColumns = `r.key, CASE WHEN rr.repository_key IS NULL THEN r.type ELSE 'remote' END AS type, r.description, r.created_at
-  FROM repositories r LEFT JOIN remote_repositories rr ON rr.repository_key = r.key`;
+const repositoryColumns = `r.key,
+  CASE WHEN rr.repository_key IS NOT NULL THEN 'remote' WHEN vr.repository_key IS NOT NULL THEN 'virtual' ELSE r.type END AS type,
+  r.description, r.created_at
+  FROM repositories r
+  LEFT JOIN remote_repositories rr ON rr.repository_key = r.key
+  LEFT JOIN virtual_repositories vr ON vr.repository_key = r.key`;
 
 export async function getRepository(db: D1Database, key: string): Promise<RepositoryRow | null> {
   return db.prepare(`SELECT ${repositoryColumns} WHERE r.key = ?`).bind(key).first<RepositoryRow>();
+}
+
+/** Returns the repositories among `keys` that exist, in byte order of their keys. */
+export async function getRepositories(db: D1Database, keys: string[]): Promise<RepositoryRow[]> {
+  if (keys.length === 0) return [];
+  const { results } = await db
+    .prepare(`SELECT ${repositoryColumns} WHERE r.key IN (${placeholders(keys)}) ORDER BY r.key`)
+    .bind(...keys)
+    .all<RepositoryRow>();
+  return results;
 }
 
 export async function listRepositories(db: D1Database): Promise<RepositoryRow[]> {
@@ -119,14 +133,18 @@ export async function imageExists(db: D1Database, imageName: string): Promise<bo
   return row !== null;
 }
 
-/** Lists tag names after `last` in byte order, at most `limit` of them. */
-export async function listTags(db: D1Database, imageName: string, last: string, limit: number): Promise<string[]> {
+/**
+ * Lists the tag names of one or more images after `last` in byte order, at
+ * most `limit` of them. A tag that several images have is listed once.
+ */
+export async function listTags(db: D1Database, imageNames: string[], last: string, limit: number): Promise<string[]> {
+  if (imageNames.length === 0) return [];
   const { results } = await db
     .prepare(
-      `SELECT t.name FROM tags t JOIN images i ON i.id = t.image_id
-        WHERE i.name = ? AND t.name > ? ORDER BY t.name LIMIT ?`,
+      `SELECT DISTINCT t.name FROM tags t JOIN images i ON i.id = t.image_id
+        WHERE i.name IN (${placeholders(imageNames)}) AND t.name > ? ORDER BY t.name LIMIT ?`,
     )
-    .bind(imageName, last, limit)
+    .bind(...imageNames, last, limit)
     .all<{ name: string }>();
   return results.map((row) => row.name);
 }
@@ -141,29 +159,106 @@ export async function listImages(db: D1Database, last: string, limit: number): P
 }
 
 /**
- * Lists manifests of the image whose subject is `subjectDigest`, optionally of
- * one artifact type, in digest order after `after`, at most `limit` of them.
+ * Lists manifests of one or more images whose subject is `subjectDigest`,
+ * optionally of one artifact type, in digest order after `after`, at most
+ * `limit` of them. A digest that several images have is listed once.
  */
 export async function listReferrers(
   db: D1Database,
-  imageName: string,
+  imageNames: string[],
   subjectDigest: string,
   artifactType: string | null,
   after: string,
   limit: number,
 ): Promise<ManifestRow[]> {
+  if (imageNames.length === 0) return [];
   const filter = artifactType === null ? "" : "AND m.artifact_type = ?";
+  // Equal digests mean equal bytes, so SQLite may take the other columns from any row of a group.
   const statement = db.prepare(
     `SELECT m.digest, m.media_type, m.artifact_type, m.size, m.subject_digest, m.annotations
        FROM manifests m JOIN images i ON i.id = m.image_id
-      WHERE i.name = ? AND m.subject_digest = ? AND m.digest > ? ${filter}
-      ORDER BY m.digest LIMIT ?`,
+      WHERE i.name IN (${placeholders(imageNames)}) AND m.subject_digest = ? AND m.digest > ? ${filter}
+      GROUP BY m.digest ORDER BY m.digest LIMIT ?`,
   );
-  const parameters = artifactType === null ? [imageName, subjectDigest, after] : [imageName, subjectDigest, after, artifactType];
+  const parameters = artifactType === null ? [...imageNames, subjectDigest, after] : [...imageNames, subjectDigest, after, artifactType];
   const { results } = await statement.bind(...parameters, limit).all<ManifestRow>();
   return results;
 }
 
 export async function findBlob(db: D1Database, digest: string): Promise<BlobRow | null> {
   return db.prepare("SELECT digest, size, storage_key, sha1, md5 FROM blobs WHERE digest = ?").bind(digest).first<BlobRow>();
+}
+
+/** A member of a virtual repository. */
+export interface VirtualMemberRow {
+  key: string;
+  type: "local" | "remote";
+}
+
+/** Settings of a virtual repository: its members in configured order and the local member that receives pushes. */
+export interface VirtualSettings {
+  members: VirtualMemberRow[];
+  defaultDeploymentKey: string | null;
+}
+
+/** Returns the settings of a virtual repository, or null for a repository of another type or a missing one. */
+export async function getVirtualSettings(db: D1Database, key: string): Promise<VirtualSettings | null> {
+  const [settings, members] = await db.batch([
+    db.prepare("SELECT default_deployment_key FROM virtual_repositories WHERE repository_key = ?").bind(key),
+    db
+      .prepare(
+        `SELECT m.member_key AS key, CASE WHEN rr.repository_key IS NULL THEN 'local' ELSE 'remote' END AS type
+           FROM virtual_repository_members m LEFT JOIN remote_repositories rr ON rr.repository_key = m.member_key
+          WHERE m.virtual_key = ? ORDER BY m.position`,
+      )
+      .bind(key),
+  ]);
+  const row = settings!.results[0] as { default_deployment_key: string | null } | undefined;
+  if (!row) return null;
+  return { members: members!.results as unknown as VirtualMemberRow[], defaultDeploymentKey: row.default_deployment_key };
+}
+
+/** Lists the keys of all virtual repositories in byte order. */
+export async function listVirtualKeys(db: D1Database): Promise<string[]> {
+  const { results } = await db
+    .prepare("SELECT repository_key FROM virtual_repositories ORDER BY repository_key")
+    .all<{ repository_key: string }>();
+  return results.map((row) => row.repository_key);
+}
+
+/** An image of a member repository, as its path and the member's key. */
+export interface MemberImageRow {
+  path: string;
+  repository_key: string;
+}
+
+/**
+ * Lists the images of the given repositories as (path, repository key) pairs
+ * in that order, at most `limit` of them. They start after the pair
+ * (`afterPath`, `afterKey`), or with a null `afterKey` after every pair of `afterPath`.
+ */
+export async function listMemberImages(
+  db: D1Database,
+  repositoryKeys: string[],
+  afterPath: string,
+  afterKey: string | null,
+  limit: number,
+): Promise<MemberImageRow[]> {
+  if (repositoryKeys.length === 0) return [];
+  const { results } = await db
+    .prepare(
+      `SELECT path, repository_key FROM (
+         SELECT substr(name, length(repository_key) + 2) AS path, repository_key FROM images
+          WHERE repository_key IN (${placeholders(repositoryKeys)}))
+        WHERE path > ? OR (path = ? AND ? IS NOT NULL AND repository_key > ?)
+        ORDER BY path, repository_key LIMIT ?`,
+    )
+    .bind(...repositoryKeys, afterPath, afterPath, afterKey, afterKey, limit)
+    .all<MemberImageRow>();
+  return results;
+}
+
+/** Returns `?, ?, …` with one placeholder per value, for an SQL IN list. */
+function placeholders(values: unknown[]): string {
+  return values.map(() => "?").join(", ");
 }

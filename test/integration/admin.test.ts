@@ -116,7 +116,7 @@ describe("repository create", () => {
   const invalidBodies: [string, unknown, string[]][] = [
     ["a missing key", { type: "local" }, ["key"]],
     ["a missing type", { key: "no-type" }, ["type"]],
-    ["an unknown type", { key: "virtual-one", type: "virtual" }, ["type"]],
+    ["an unknown type", { key: "federated-one", type: "federated" }, ["type"]],
     ["a numeric key", { key: 42, type: "local" }, ["key"]],
     ["a description over 1024 characters", { key: "long-description", type: "local", description: "d".repeat(1025) }, ["description"]],
     ["an unknown field", { key: "extra-field", type: "local", url: "https://example.com" }, [""]],
