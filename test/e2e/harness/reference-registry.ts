@@ -50,6 +50,11 @@ export class ReferenceRegistry {
     return `http://${this.host}`;
   }
 
+  /** The registry's output: its application log and, one line per request, its access log. */
+  get logFile(): string {
+    return this.#service.logFile;
+  }
+
   logTail(lines = 60): string {
     return this.#service.logTail(lines);
   }
