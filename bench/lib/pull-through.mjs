@@ -2,8 +2,9 @@
 // sources: directly from docker-registry, through a remote repository of Edge
 // Registry whose upstream is that docker-registry (first with an empty cache,
 // then with a filled one), and from the local repository of Edge Registry that
-// the image was pushed to. docker-registry's access log shows which requests
-// reached it during each pull, which tells whether the cache was cold or warm.
+// the image was pushed to. docker-registry's access log lists the requests
+// that reached it during each pull, which shows whether the cache was cold or
+// warm.
 
 import { readFile, stat } from "node:fs/promises";
 import { authorizationHeaders, delay } from "../../test/e2e/harness.ts";
