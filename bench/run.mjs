@@ -1,13 +1,14 @@
 // Benchmarks Edge Registry under `wrangler dev` against Debian's
 // docker-registry (distribution 2.8) on the same machine: docker and skopeo
-// push and pull times, the Worker's CPU seconds per GiB pushed, the CPU cost
-// of hashing alone, and manifest HEAD requests per second. The clients log in
+// push and pull times, docker pulls through a remote repository whose
+// upstream is docker-registry, the Worker's CPU seconds per GiB pushed, the
+// CPU cost of hashing alone, and manifest HEAD requests per second. The clients log in
 // to Edge Registry as its administrator, whose random password this run
 // creates. docker-registry runs without authentication. Writes the raw
 // results to bench/results/<time>.json and prints Markdown tables.
 //
-//   npm run bench -- [--images 4x64,1x1024] [--head-seconds 20] [--head-connections 16]
-//                    [--hash-mib 1024] [--profile-mib 256] [--keep-work-dir]
+//   npm run bench -- [--images 4x64,1x1024] [--pull-through-repetitions 3] [--head-seconds 20]
+//                    [--head-connections 16] [--hash-mib 1024] [--profile-mib 256] [--keep-work-dir]
 
 import { spawn } from "node:child_process";
 import { once } from "node:events";
@@ -31,6 +32,7 @@ import {
 import { headStatus, loadHead } from "./lib/head-load.mjs";
 import { writeBuildContext, writeOciLayout } from "./lib/images.mjs";
 import { collectVersions, describeMachine, freeBytes } from "./lib/machine.mjs";
+import { benchmarkPullThrough } from "./lib/pull-through.mjs";
 import { formatReport, summarise } from "./lib/report.mjs";
 import { RegistryToken } from "./lib/registry-token.mjs";
 import { profileUpload } from "./lib/worker-profile.mjs";
@@ -45,6 +47,7 @@ const stepTimeoutMs = 20 * 60_000;
 const { values: options } = parseArgs({
   options: {
     images: { type: "string", default: "4x64,1x1024" },
+    "pull-through-repetitions": { type: "string", default: "3" },
     "head-seconds": { type: "string", default: "20" },
     "head-connections": { type: "string", default: "16" },
     "hash-mib": { type: "string", default: "1024" },
@@ -133,7 +136,8 @@ async function timeStep(context, record, work) {
   // Other programs on the machine compete for the same cores, so the record names the busiest of them.
   record.otherProcesses = busiestOtherProcesses(processesBefore, sampleAllProcesses(), cpuGroups);
   record.wranglerReloads = context.countReloads() - reloadsBefore;
-  if (record.wranglerReloads > 0) console.error(`  wrangler reloaded the Worker ${record.wranglerReloads} time(s) during this step because a source file changed`);
+  if (record.wranglerReloads > 0)
+    console.error(`  wrangler reloaded the Worker ${record.wranglerReloads} time(s) during this step because a source file changed`);
   return record;
 }
 
@@ -156,7 +160,9 @@ async function benchmarkDocker(context, image, localTag) {
     const remote = `${registry.host}/${name}:${tag}`;
     await docker.docker(["tag", localTag, remote]);
     console.log(`docker push ${image.label} to ${registry.label}`);
-    steps.push(await timeStep(context, { image: image.id, client: "docker", step: "push", registry: registry.id }, timed(["push", remote])));
+    steps.push(
+      await timeStep(context, { image: image.id, client: "docker", step: "push", registry: registry.id }, timed(["push", remote])),
+    );
   }
 
   // Removing the image by id drops every tag and the layers, so each pull downloads and extracts all of them.
@@ -164,7 +170,9 @@ async function benchmarkDocker(context, image, localTag) {
   for (const registry of registries) {
     const remote = `${registry.host}/${name}:${tag}`;
     console.log(`docker pull ${image.label} from ${registry.label}`);
-    steps.push(await timeStep(context, { image: image.id, client: "docker", step: "pull", registry: registry.id }, timed(["pull", remote])));
+    steps.push(
+      await timeStep(context, { image: image.id, client: "docker", step: "pull", registry: registry.id }, timed(["pull", remote])),
+    );
     await docker.tryDocker(["rmi", "-f", remote]);
   }
   return name;
@@ -267,11 +275,21 @@ async function benchmarkHead(context, name) {
     try {
       status = await headStatus(url, authorization);
     } catch (error) {
-      results.push({ registry: registry.id, url, authentication: method, error: `HEAD before the load failed, so the load was skipped: ${error.message}` });
+      results.push({
+        registry: registry.id,
+        url,
+        authentication: method,
+        error: `HEAD before the load failed, so the load was skipped: ${error.message}`,
+      });
       continue;
     }
     if (status !== 200) {
-      results.push({ registry: registry.id, url, authentication: method, error: `HEAD returned ${status} before the load, so the load was skipped` });
+      results.push({
+        registry: registry.id,
+        url,
+        authentication: method,
+        error: `HEAD returned ${status} before the load, so the load was skipped`,
+      });
       continue;
     }
     console.log(`HEAD load on ${registry.label}: ${connections} concurrent requests for ${seconds} s, authentication: ${method}`);
@@ -289,7 +307,15 @@ async function benchmarkHead(context, name) {
       machine: machineBusySeconds() - machineBefore,
     };
     const otherProcesses = busiestOtherProcesses(processesBefore, sampleAllProcesses(), cpuGroups);
-    results.push({ registry: registry.id, url, authentication: method, ...result, cpuSeconds, otherProcesses, wranglerReloads: context.countReloads() - reloadsBefore });
+    results.push({
+      registry: registry.id,
+      url,
+      authentication: method,
+      ...result,
+      cpuSeconds,
+      otherProcesses,
+      wranglerReloads: context.countReloads() - reloadsBefore,
+    });
   }
   return results;
 }
@@ -337,13 +363,26 @@ async function profileWorker(context, wrangler) {
   }
 }
 
+/** Parses `--pull-through-repetitions`, the number of times each kind of pull in the pull-through step runs. */
+function parseRepetitions(text) {
+  const repetitions = Number(text);
+  if (!Number.isInteger(repetitions) || repetitions < 1 || repetitions > 20) {
+    throw new Error(`invalid --pull-through-repetitions '${text}'; expected a whole number from 1 to 20`);
+  }
+  return repetitions;
+}
+
 async function main() {
   const images = parseImageSpecs(options.images);
+  const repetitions = parseRepetitions(options["pull-through-repetitions"]);
   const imageBytesTotal = images.reduce((sum, image) => sum + image.layerCount * image.layerMiB * MiB, 0);
-  // Build context, Docker's vfs copies, the OCI layout and two registries' copies of each image, with room to spare.
-  const neededBytes = 10 * imageBytesTotal + 2 * 1024 * MiB;
+  // Build context, Docker's vfs copies, the OCI layout, two registries' copies of each image and one copy in each
+  // remote repository of the pull-through step, with room to spare.
+  const neededBytes = (10 + repetitions) * imageBytesTotal + 2 * 1024 * MiB;
   if (freeBytes(tmpdir()) < neededBytes) {
-    throw new Error(`${tmpdir()} has ${(freeBytes(tmpdir()) / 1024 ** 3).toFixed(1)} GiB free; this run needs about ${(neededBytes / 1024 ** 3).toFixed(1)} GiB`);
+    throw new Error(
+      `${tmpdir()} has ${(freeBytes(tmpdir()) / 1024 ** 3).toFixed(1)} GiB free; this run needs about ${(neededBytes / 1024 ** 3).toFixed(1)} GiB`,
+    );
   }
 
   const command = `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(" ")}` : ""}`;
@@ -380,19 +419,31 @@ async function main() {
     results.cpuGroups = Object.fromEntries(Object.entries(cpuGroups).map(([name, group]) => [name, describeGroup(group)]));
 
     const registries = [
-      { id: "ours", label: "Edge Registry (wrangler dev)", host: wrangler.host, baseUrl: wrangler.url, credentials: wrangler.adminCredentials },
+      {
+        id: "ours",
+        label: "Edge Registry (wrangler dev)",
+        host: wrangler.host,
+        baseUrl: wrangler.url,
+        credentials: wrangler.adminCredentials,
+      },
       { id: "reference", label: "docker-registry", host: reference.host, baseUrl: reference.url, credentials: null },
     ];
     // wrangler dev restarts the Worker when a file of its build changes, failing requests in flight. The snapshot
     // should never change, and each step records the count to show that.
     const countReloads = () => countMatches(wrangler.logFile, /Reloading local server/g);
-    const context = { docker, registries, cpuGroups, steps: [], workDir, countReloads };
+    const context = { docker, reference, registries, cpuGroups, steps: [], workDir, countReloads, tag, timeoutMs: stepTimeoutMs };
+    context.timeStep = (record, work) => timeStep(context, record, work);
     results.steps = context.steps;
     results.images = images;
 
     let headTarget = null;
     for (const image of images) {
       const name = await benchmarkImage(context, image);
+      await benchmarkPullThrough(context, image, name, repetitions).catch((error) => {
+        // A failure outside a timed pull, such as creating the remote repository, ends this image's step but not the run.
+        console.error(`  pull-through step of ${image.label} failed: ${error.message}`);
+        context.steps.push({ image: image.id, client: "docker", step: "pull-through", registry: "ours", error: error.message });
+      });
       headTarget ??= name;
     }
     results.head = await benchmarkHead(context, headTarget);

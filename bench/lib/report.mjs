@@ -1,5 +1,7 @@
 // Derived figures and Markdown tables from one benchmark run's raw results.
 
+import { pullKinds } from "./pull-through.mjs";
+
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
 
@@ -8,7 +10,7 @@ const separateGroups = ["workerd", "wranglerNode", "dockerRegistry", "dockerEngi
 
 /** Returns the machine's busy CPU seconds that none of the measured processes used. */
 function otherCpuSeconds(cpuSeconds) {
-  if (cpuSeconds.machine === undefined) return undefined;
+  if (cpuSeconds?.machine === undefined) return undefined;
   const measured = separateGroups.reduce((sum, group) => sum + (cpuSeconds[group] ?? 0), 0);
   return Math.max(0, cpuSeconds.machine - measured);
 }
@@ -28,6 +30,47 @@ function cpuPerGiB(steps) {
   }
   const perGiB = Object.fromEntries(Object.entries(seconds).map(([group, value]) => [group, gib > 0 ? value / gib : null]));
   return { steps: usable.length, gib, cpuSeconds: seconds, cpuSecondsPerGiB: perGiB };
+}
+
+function median(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+}
+
+/**
+ * Returns, for each image and kind of pull of the pull-through step, the
+ * median seconds of the repetitions that succeeded and its ratio to the
+ * median of the direct pulls from docker-registry.
+ */
+function summarisePullThrough(results) {
+  const steps = results.steps ?? [];
+  const rows = [];
+  for (const image of results.images ?? []) {
+    const byKind = pullKinds.map((kind) => {
+      const runs = steps.filter((step) => step.image === image.id && step.step === kind.step);
+      const seconds = runs.filter((step) => !step.error).map((step) => step.seconds);
+      return {
+        image: image.id,
+        imageLabel: image.label,
+        step: kind.step,
+        label: kind.label,
+        bytes: runs.find((step) => step.bytes)?.bytes ?? null,
+        runs: runs.length,
+        succeeded: seconds.length,
+        seconds,
+        medianSeconds: seconds.length > 0 ? median(seconds) : null,
+        registryRequests: runs.map((step) => step.registryRequests ?? null),
+        errors: runs.map((step) => step.error).filter(Boolean),
+      };
+    });
+    const direct = byKind.find((row) => row.step === "pull-direct").medianSeconds;
+    for (const row of byKind) {
+      if (row.runs === 0) continue;
+      rows.push({ ...row, ratioToDirect: direct && row.medianSeconds ? row.medianSeconds / direct : null });
+    }
+  }
+  return rows;
 }
 
 /**
@@ -66,6 +109,7 @@ export function summarise(results) {
     steps.filter((entry) => entry.registry === registry && entry.step === step && (!client || entry.client === client));
   return {
     comparisons,
+    pullThrough: summarisePullThrough(results),
     cpu: {
       oursPush: cpuPerGiB(select("ours", "push")),
       oursPushDocker: cpuPerGiB(select("ours", "push", "docker")),
@@ -99,7 +143,17 @@ function table(header, rows) {
 
 function timesTable(comparisons) {
   return table(
-    ["image", "client", "step", "MiB moved", "Edge Registry (s)", "docker-registry (s)", "ratio ours/reference", "Edge Registry MiB/s", "docker-registry MiB/s"],
+    [
+      "image",
+      "client",
+      "step",
+      "MiB moved",
+      "Edge Registry (s)",
+      "docker-registry (s)",
+      "ratio ours/reference",
+      "Edge Registry MiB/s",
+      "docker-registry MiB/s",
+    ],
     comparisons.map((row) => [
       row.imageLabel,
       row.client,
@@ -114,8 +168,51 @@ function timesTable(comparisons) {
   );
 }
 
+/** Formats the requests that docker-registry received in each repetition, such as "5 (5 blob GETs)". */
+function requestsCell(registryRequests) {
+  return registryRequests.map((requests) => (requests ? `${requests.total} (${requests.blobGets} blob GETs)` : "–")).join(", ");
+}
+
+function pullThroughTable(rows) {
+  return table(
+    [
+      "image",
+      "docker pull",
+      "runs",
+      "median s",
+      "all runs s",
+      "ratio to direct pull",
+      "MiB/s",
+      "requests docker-registry received, per run",
+    ],
+    rows.map((row) => {
+      const notes = row.errors.map((error) => `failed: ${shortError(error)}`);
+      return [
+        row.imageLabel,
+        notes.length > 0 ? `${row.label} (${notes.join("; ")})` : row.label,
+        row.succeeded === row.runs ? row.runs : `${row.succeeded} of ${row.runs}`,
+        fixed(row.medianSeconds),
+        row.seconds.map((seconds) => fixed(seconds)).join(", ") || "–",
+        fixed(row.ratioToDirect, 2),
+        fixed(row.bytes && row.medianSeconds && row.bytes / MiB / row.medianSeconds, 0),
+        requestsCell(row.registryRequests),
+      ];
+    }),
+  );
+}
+
 function cpuTable(cpu) {
-  const groups = ["workerd", "workerdProxy", "wranglerNode", "dockerRegistry", "dockerEngine", "client", "benchProcess", "other", "machine"];
+  const groups = [
+    "workerd",
+    "workerdProxy",
+    "wranglerNode",
+    "dockerRegistry",
+    "dockerEngine",
+    "client",
+    "benchProcess",
+    "other",
+    "machine",
+  ];
   const row = (label, entry) => [label, fixed(entry.gib, 2), ...groups.map((group) => fixed(entry.cpuSecondsPerGiB[group], 2))];
   return table(
     [
@@ -144,12 +241,25 @@ function cpuTable(cpu) {
 
 function headTable(head) {
   return table(
-    ["registry", "client", "authentication", "concurrency", "seconds", "requests/s", "p50 ms", "p99 ms", "errors", "server CPU ms per request", "other processes' CPU s"],
+    [
+      "registry",
+      "client",
+      "authentication",
+      "concurrency",
+      "seconds",
+      "requests/s",
+      "p50 ms",
+      "p99 ms",
+      "errors",
+      "server CPU ms per request",
+      "other processes' CPU s",
+    ],
     head.map((entry) => {
       // Runs recorded before authentication have no authentication field.
       const authentication = entry.authentication ?? "none";
       if (entry.error) return [entry.registry, "–", authentication, "–", "–", "–", "–", "–", shortError(entry.error), "–", "–"];
-      const serverCpu = entry.registry === "ours" ? entry.cpuSeconds.workerd + entry.cpuSeconds.wranglerNode : entry.cpuSeconds.dockerRegistry;
+      const serverCpu =
+        entry.registry === "ours" ? entry.cpuSeconds.workerd + entry.cpuSeconds.wranglerNode : entry.cpuSeconds.dockerRegistry;
       return [
         entry.registry,
         entry.tool,
@@ -199,16 +309,29 @@ function interferenceTable(steps, minSeconds = 2) {
     .filter(({ other }) => other !== undefined && other >= minSeconds)
     .map(({ step, other }) => {
       const busiest = (step.otherProcesses ?? []).map((entry) => `${entry.comm} ${entry.seconds.toFixed(1)} s`).join(", ");
-      return [`${step.image} ${step.client} ${step.step} ${step.registry}`, fixed(step.seconds), fixed(other), fixed(step.cpuSeconds.machine), busiest || "–"];
+      const repetition = step.repetition ? ` #${step.repetition}` : "";
+      return [
+        `${step.image} ${step.client} ${step.step}${repetition} ${step.registry}`,
+        fixed(step.seconds),
+        fixed(other),
+        fixed(step.cpuSeconds.machine),
+        busiest || "–",
+      ];
     });
   if (rows.length === 0) return `No step saw more than ${minSeconds} CPU seconds used by other programs.`;
-  return table(["step", "wall s", "CPU s of other programs", "CPU s of the whole machine", "busiest other processes still running at the end"], rows);
+  return table(
+    ["step", "wall s", "CPU s of other programs", "CPU s of the whole machine", "busiest other processes still running at the end"],
+    rows,
+  );
 }
 
-/** Formats the run as Markdown: times and ratios, CPU per GiB, HEAD rate and hashing cost. */
+/** Formats the run as Markdown: times and ratios, pull-through times, CPU per GiB, HEAD rate and hashing cost. */
 export function formatReport(results) {
-  const { comparisons, cpu } = results.summary;
-  const sections = [timesTable(comparisons), `CPU seconds per GiB moved:\n\n${cpuTable(cpu)}`, interferenceTable(results.steps ?? [])];
+  const { comparisons, pullThrough, cpu } = results.summary;
+  const sections = [timesTable(comparisons)];
+  // Runs recorded before the pull-through step have no pullThrough summary.
+  if (pullThrough?.length > 0) sections.push(`docker pulls of the pull-through step:\n\n${pullThroughTable(pullThrough)}`);
+  sections.push(`CPU seconds per GiB moved:\n\n${cpuTable(cpu)}`, interferenceTable(results.steps ?? []));
   if (results.head) sections.push(headTable(results.head));
   if (results.workerProfile) sections.push(workerProfileTable(results.workerProfile));
   if (results.hashing) sections.push(hashingTables(results.hashing));

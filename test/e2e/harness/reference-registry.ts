@@ -100,7 +100,8 @@ export class ReferenceRegistry {
     return join(this.dir, "config.yml");
   }
 
-  get #logFile(): string {
+  /** The registry's output: its application log and, one line per request, its access log. */
+  get logFile(): string {
     return join(this.dir, "registry.log");
   }
 
@@ -113,7 +114,7 @@ export class ReferenceRegistry {
     if (this.running) throw new Error(`docker-registry is already running on ${this.host}`);
     const { referenceRegistry } = requireTools("referenceRegistry");
     const service = new Service(`docker-registry on ${this.host}`, referenceRegistry, ["serve", this.#configFile], {
-      logFile: this.#logFile,
+      logFile: this.logFile,
     });
     this.#service = service;
     const headers = authorizationHeaders(this.#users[0]);
@@ -131,7 +132,7 @@ export class ReferenceRegistry {
 
   /** Returns every request line of the access log since the first start, oldest first. */
   async accessLog(): Promise<AccessLogEntry[]> {
-    const log = await readFile(this.#logFile, "utf8");
+    const log = await readFile(this.logFile, "utf8");
     const entries: AccessLogEntry[] = [];
     for (const line of log.split("\n")) {
       const entry = parseAccessLogLine(line);
