@@ -17,6 +17,7 @@ export default defineConfig({
                 TEST_MIGRATIONS: await readD1Migrations("./migrations"),
                 // Small parts keep multipart tests fast; R2 still enforces its 5 MiB minimum.
                 UPLOAD_PART_SIZE_MIB: "5",
+                UPSTREAM_CLIENT_STALL_SECONDS: "2",
                 ADMIN_PASSWORD: "test-admin-password",
                 TOKEN_SIGNING_KEY: testSigningKey,
                 CREDENTIALS_KEY: randomBytes(32).toString("base64"),

@@ -4,7 +4,7 @@ import { toRpcResult, unwrapRpcResult, type RpcResult } from "../src/errors";
 import { imageStore } from "../src/handlers/shared";
 import { log } from "../src/log";
 import { isDigestReference, type ImageName } from "../src/names";
-import { copyUpstreamBlob, createClientStream } from "../src/remote/blob-copy";
+import { copyUpstreamBlob, createClientStream, defaultClientStallSeconds } from "../src/remote/blob-copy";
 import { cacheManifest } from "../src/remote/pull-through";
 import { revalidateTag, type CachedTag } from "../src/remote/revalidate-tag";
 import { requestUpstreamBlob } from "../src/remote/upstream-blob";
@@ -145,10 +145,17 @@ export class UpstreamFill extends DurableObject<Env> {
       deliver({ status: "streaming", size: upstream.size, body: pipe.readable });
     }
     const target = { storageKey, digest, size: upstream.size };
-    await copyUpstreamBlob(this.env.BLOBS, target, upstream.body, client, async (checksums) => {
-      const blob = { ...target, sha1: checksums.sha1, md5: checksums.md5 };
-      unwrapRpcResult(await imageStore(this.env, image).linkUploadedBlob(image.full, image.repositoryKey, blob));
-    }).catch(async (error: unknown) => {
+    await copyUpstreamBlob(
+      this.env.BLOBS,
+      target,
+      upstream.body,
+      client,
+      async (checksums) => {
+        const blob = { ...target, sha1: checksums.sha1, md5: checksums.md5 };
+        unwrapRpcResult(await imageStore(this.env, image).linkUploadedBlob(image.full, image.repositoryKey, blob));
+      },
+      clientStallMs(this.env),
+    ).catch(async (error: unknown) => {
       await upstream.client.recordFailure();
       throw error;
     });
@@ -173,4 +180,10 @@ export class UpstreamFill extends DurableObject<Env> {
       .first();
     return row !== null;
   }
+}
+
+/** Reads UPSTREAM_CLIENT_STALL_SECONDS in milliseconds, falling back to the default when it is unset or not a positive number. */
+function clientStallMs(env: Env): number {
+  const seconds = Number(env.UPSTREAM_CLIENT_STALL_SECONDS ?? defaultClientStallSeconds);
+  return (Number.isFinite(seconds) && seconds > 0 ? seconds : defaultClientStallSeconds) * 1000;
 }

@@ -11,6 +11,8 @@ export interface Env {
   UPSTREAM_FILLS: DurableObjectNamespace<UpstreamFill>;
   /** Seconds an upload session may stay idle before it is aborted. */
   UPLOAD_TTL_SECONDS: string;
+  /** Seconds a remote blob fill waits for a first client that reads nothing before it drops that client; 30 when unset. */
+  UPSTREAM_CLIENT_STALL_SECONDS?: string;
   /** Size in MiB of each R2 multipart part. */
   UPLOAD_PART_SIZE_MIB: string;
   /** Secret: the password of the `admin` user that the first start creates. */

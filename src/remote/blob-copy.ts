@@ -9,6 +9,9 @@ import { upstreamUnavailable } from "./upstream-client";
  */
 const clientQueueBytes = 4 * 1024 * 1024;
 
+/** Default of UPSTREAM_CLIENT_STALL_SECONDS: how long a fill waits for a first client whose queue is full before it drops that client. */
+export const defaultClientStallSeconds = 30;
+
 /** The R2 key, digest and size of a blob that a fill stores. */
 export interface BlobCopyTarget {
   storageKey: string;
@@ -29,8 +32,8 @@ export function createClientStream(): TransformStream<Uint8Array, Uint8Array> {
  * Once the digest is verified, `onStored` runs (it records the blob in D1).
  * The client's last byte is held back until `onStored` has finished, so a
  * client never sees a complete body with the wrong digest or one that is not
- * recorded yet. A client that cancels its stream is dropped and the copy goes
- * on. On a short or long body, an R2 failure or a digest mismatch, the object
+ * recorded yet. A client that cancels its stream, or leaves its queue full
+ * for `clientStallMs`, is dropped and the copy goes on. On a short or long body, an R2 failure or a digest mismatch, the object
  * is deleted, the client stream is aborted and UNAVAILABLE is raised. When
  * `onStored` fails, the object is deleted and its error is raised.
  */
@@ -40,8 +43,9 @@ export async function copyUpstreamBlob(
   body: ReadableStream<Uint8Array>,
   client: WritableStream<Uint8Array> | null,
   onStored: (checksums: Checksums) => Promise<void>,
+  clientStallMs: number = defaultClientStallSeconds * 1000,
 ): Promise<void> {
-  const forwarder = new ClientForwarder(client, target);
+  const forwarder = new ClientForwarder(client, target, clientStallMs);
   const hasher = new BlobHasher();
   try {
     await storeChunks(bucket, target, body, (chunk) => {
@@ -108,21 +112,28 @@ async function storeChunks(
   await stored;
 }
 
-/** Writes chunks to the first client of a fill until it disconnects, holding back the blob's last byte. */
+/**
+ * Writes chunks to the first client of a fill until it disconnects or
+ * stalls, holding back the blob's last byte.
+ */
 class ClientForwarder {
   #writer: WritableStreamDefaultWriter<Uint8Array> | null;
   readonly #target: BlobCopyTarget;
+  readonly #stallMs: number;
   #received = 0;
   #lastByte: Uint8Array | null = null;
 
-  constructor(client: WritableStream<Uint8Array> | null, target: BlobCopyTarget) {
+  constructor(client: WritableStream<Uint8Array> | null, target: BlobCopyTarget, stallMs: number) {
     this.#writer = client?.getWriter() ?? null;
     this.#target = target;
+    this.#stallMs = stallMs;
   }
 
   /**
    * Queues a chunk for the client, waiting while the client's queue is full.
-   * NOTE: a client that stops reading but stays connected therefore stalls the fill, and every caller waiting for it, until its connection closes.
+   * A client whose queue stays full for the stall time is dropped with an
+   * error, so that a client that stops reading cannot hold up the fill and
+   * every caller waiting for it. Its retry reads the stored blob from R2.
    */
   async write(chunk: Uint8Array): Promise<void> {
     this.#received += chunk.byteLength;
@@ -131,15 +142,30 @@ class ClientForwarder {
       this.#lastByte = chunk.subarray(chunk.byteLength - 1);
       sendable = chunk.subarray(0, chunk.byteLength - 1);
     }
-    if (!this.#writer || sendable.byteLength === 0) return;
+    const writer = this.#writer;
+    if (!writer || sendable.byteLength === 0) return;
 
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const stalled = new Promise<"stalled">((resolve) => (timer = setTimeout(() => resolve("stalled"), this.#stallMs)));
     try {
-      await this.#writer.ready;
+      if ((await Promise.race([writer.ready.then(() => "ready" as const), stalled])) === "stalled") {
+        log.warn("dropping the first client of a blob fill, which stopped reading", {
+          digest: this.#target.digest,
+          stallMs: this.#stallMs,
+          sentBytes: this.#received - chunk.byteLength,
+        });
+        // Not awaited: the abort waits for the write that the full queue holds, which may never finish.
+        this.#writer = null;
+        writer.abort(new Error(`the client read nothing of blob ${this.#target.digest} for ${this.#stallMs} ms`)).catch(() => undefined);
+        return;
+      }
     } catch (error) {
       this.#drop(error);
       return;
+    } finally {
+      clearTimeout(timer ?? null);
     }
-    this.#writer.write(sendable).catch((error: unknown) => this.#drop(error));
+    writer.write(sendable).catch((error: unknown) => this.#drop(error));
   }
 
   /**

@@ -197,6 +197,25 @@ describe("remote blob streaming", longerThanPolling, () => {
     expect(await keysHolding(content)).toEqual([row?.storage_key]);
   });
 
+  it("drops a first client that stops reading and serves the others", async () => {
+    const key = await createRemoteRepository();
+    const path = uniqueUpstreamPath();
+    // Larger than the first client's queue and the buffers behind it, so the fill meets a full queue.
+    const content = `blob ${crypto.randomUUID()} that its first client never reads\n`.repeat(400_000);
+    const digest = await addUpstreamBlob(content);
+
+    const stalled = await registryFetch(`/v2/${key}/${path}/blobs/${digest}`);
+    expect(stalled.status).toBe(200);
+    await vi.waitFor(async () => expect(await upstreamCounts(path)).toEqual({ [`${path}/blobs/${digest}`]: 1 }), untilReady);
+    const waiting = await registryFetch(`/v2/${key}/${path}/blobs/${digest}`);
+
+    expect(waiting.status).toBe(200);
+    expect(await waiting.text()).toBe(content);
+    await expect(stalled.text()).rejects.toThrow();
+    expect(await upstreamCounts(path)).toEqual({ [`${path}/blobs/${digest}`]: 1 });
+    expect((await findBlobRow(digest))?.size).toBe(content.length);
+  });
+
   it("stores nothing on a digest mismatch", async () => {
     const key = await createRemoteRepository();
     const path = uniqueUpstreamPath("corrupt-");
