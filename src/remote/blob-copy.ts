@@ -1,5 +1,5 @@
 import { log } from "../log";
-import { BlobHasher, type Checksums } from "../storage/hashing";
+import { StreamingHasher, type Checksums } from "../storage/hashing";
 import { upstreamUnavailable } from "./upstream-client";
 
 /**
@@ -46,13 +46,14 @@ export async function copyUpstreamBlob(
   clientStallMs: number = defaultClientStallSeconds * 1000,
 ): Promise<void> {
   const forwarder = new ClientForwarder(client, target, clientStallMs);
-  const hasher = new BlobHasher();
+  const hasher = new StreamingHasher();
   try {
-    await storeChunks(bucket, target, body, (chunk) => {
-      hasher.update(chunk);
-      return forwarder.write(chunk);
+    await storeChunks(bucket, target, body, async (chunk) => {
+      await hasher.update(chunk);
+      await forwarder.write(chunk);
     });
   } catch (error) {
+    await hasher.abort();
     log.warn("storing an upstream blob failed", { storageKey: target.storageKey, digest: target.digest, error: String(error) });
     await bucket.delete(target.storageKey);
     const failure = upstreamUnavailable(`the upstream registry sent fewer or more bytes than its Content-Length for blob ${target.digest}`);
@@ -60,7 +61,7 @@ export async function copyUpstreamBlob(
     throw failure;
   }
 
-  const checksums = hasher.finish();
+  const checksums = await hasher.finish();
   if (checksums.digest !== target.digest) {
     await bucket.delete(target.storageKey);
     log.warn("upstream blob digest mismatch", { storageKey: target.storageKey, expected: target.digest, actual: checksums.digest });

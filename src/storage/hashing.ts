@@ -102,6 +102,34 @@ export class BlobHasher {
   }
 }
 
+/**
+ * Computes the sha256, sha1 and md5 of bytes that arrive in one request, in
+ * the runtime's native code through `crypto.DigestStream`. Its state cannot
+ * be saved, so it suits a single-request copy such as a remote blob fill;
+ * resumable uploads use BlobHasher.
+ */
+export class StreamingHasher {
+  readonly #streams = [new crypto.DigestStream("SHA-256"), new crypto.DigestStream("SHA-1"), new crypto.DigestStream("MD5")];
+  readonly #writers = this.#streams.map((stream) => stream.getWriter());
+
+  /** Adds bytes to all three hashes. */
+  async update(data: Uint8Array): Promise<void> {
+    await Promise.all(this.#writers.map((writer) => writer.write(data)));
+  }
+
+  /** Finishes all three hashes; the hasher cannot be updated afterwards. */
+  async finish(): Promise<Checksums> {
+    await Promise.all(this.#writers.map((writer) => writer.close()));
+    const [sha256, sha1, md5] = await Promise.all(this.#streams.map(async (stream) => bytesToHex(new Uint8Array(await stream.digest))));
+    return { digest: `sha256:${sha256}`, sha1: sha1!, md5: md5! };
+  }
+
+  /** Discards the hashes after a failed copy. */
+  async abort(): Promise<void> {
+    await Promise.all(this.#writers.map((writer) => writer.abort().catch(() => undefined)));
+  }
+}
+
 /** Returns the bytes of a view as an ArrayBuffer of their own, copying only when the view is partial. */
 function toArrayBuffer(data: Uint8Array): ArrayBuffer {
   const whole = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength && data.buffer instanceof ArrayBuffer;

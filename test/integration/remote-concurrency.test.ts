@@ -1,8 +1,9 @@
 import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
+import SparkMD5 from "spark-md5";
 import { describe, expect, it, vi } from "vitest";
 import { blobFillName, manifestFillName } from "../../src/remote/fill";
-import { expectRegistryError, findBlobRow, listBucketKeys, registryFetch, uniqueImage, uploadBlob } from "./helpers";
+import { expectRegistryError, findBlobRow, listBucketKeys, registryFetch, sha1Hex, uniqueImage, uploadBlob } from "./helpers";
 import {
   addUpstreamBlob,
   createRemoteRepository,
@@ -214,6 +215,20 @@ describe("remote blob streaming", longerThanPolling, () => {
     await expect(stalled.text()).rejects.toThrow();
     expect(await upstreamCounts(path)).toEqual({ [`${path}/blobs/${digest}`]: 1 });
     expect((await findBlobRow(digest))?.size).toBe(content.length);
+  });
+
+  it("records sha1 and md5 of a filled blob", async () => {
+    const key = await createRemoteRepository();
+    const path = uniqueUpstreamPath();
+    const content = uniqueBlobContent();
+    const digest = await addUpstreamBlob(content);
+
+    const response = await registryFetch(`/v2/${key}/${path}/blobs/${digest}`);
+    expect(await response.text()).toBe(content);
+
+    const row = await findBlobRow(digest);
+    expect(row?.sha1).toBe(await sha1Hex(new TextEncoder().encode(content)));
+    expect(row?.md5).toBe(SparkMD5.hash(content));
   });
 
   it("stores nothing on a digest mismatch", async () => {
