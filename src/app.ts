@@ -87,7 +87,7 @@ app.all("/v2/*", async (c) => {
   const image = parseImageName(match.params.name);
   const repository = await getRepository(c.env.DB, image.repositoryKey);
   if (repository?.type === "virtual") return dispatchVirtual(c, match.route, match.params, image);
-  if (repository?.type === "remote" && c.req.method !== "GET" && c.req.method !== "HEAD") rejectWriteToRemote(image);
+  if (repository?.type === "remote" && c.req.method !== "GET" && c.req.method !== "HEAD") rejectWriteToRemote(image, c.req.method);
   return handler(c, match.params);
 });
 
@@ -101,10 +101,11 @@ app.onError((error, c) => {
 });
 
 /** Throws 405 UNSUPPORTED for a push, upload or delete in a remote repository, whose content only its upstream changes. */
-function rejectWriteToRemote(image: ImageName): never {
+function rejectWriteToRemote(image: ImageName, method: string): never {
+  const advice = method === "DELETE" ? "its content changes only upstream" : "push to a local repository instead";
   throw new RegistryError(
     "UNSUPPORTED",
-    `repository '${image.repositoryKey}' is a remote repository, a read-only cache of another registry; push to a local repository instead`,
+    `repository '${image.repositoryKey}' is a remote repository, a read-only cache of another registry; ${advice}`,
     { repository: image.repositoryKey },
     { Allow: "GET, HEAD" },
   );

@@ -42,13 +42,28 @@ const upstreamUrlSchema = z
     // zod runs this even after the URL check failed, so a value that does not parse is left to that check.
     const parsed = URL.canParse(url) ? new URL(url) : null;
     return parsed === null || (parsed.username === "" && parsed.password === "");
-  }, "url must not contain a user or password, which would be shown and logged; set username and password instead");
+  }, "url must not contain a user or password, which would be shown and logged; set username and password instead")
+  .refine((url) => {
+    const parsed = URL.canParse(url) ? new URL(url) : null;
+    return parsed === null || (parsed.search === "" && parsed.hash === "" && !url.includes("?") && !url.includes("#"));
+  }, "url must not contain a query or fragment; give the base URL of the upstream registry, such as https://registry-1.docker.io")
+  .refine((url) => {
+    const parsed = URL.canParse(url) ? new URL(url) : null;
+    return parsed === null || !/\/v2\/?$/.test(parsed.pathname);
+  }, "url must be the base URL without /v2, such as https://registry-1.docker.io; the registry adds /v2 itself");
 
 const cacheSecondsSchema = z.number().int().min(0).max(31_536_000);
 
 /** Fields of a remote repository that both create and PATCH accept. */
 const remoteFields = {
-  username: z.string().min(1).max(256),
+  username: z
+    .string()
+    .min(1)
+    .max(256)
+    .refine(
+      (username) => !username.includes(":"),
+      "username must not contain ':', which Basic authentication uses to separate it from the password",
+    ),
   /** Write-only: stored encrypted under CREDENTIALS_KEY and never returned. */
   password: z.string().min(1).max(1024),
   tagCacheSeconds: cacheSecondsSchema,
@@ -62,38 +77,42 @@ const remoteFields = {
 
 const passwordNeedsUsername = "password needs username, the upstream user that the password belongs to";
 
-const createRepositorySchema = z.discriminatedUnion("type", [
-  z.strictObject({
-    key: repositoryKeySchema,
-    type: z.literal("local"),
-    description: z.string().max(1024).default(""),
-  }),
-  z
-    .strictObject({
+const createRepositorySchema = z.discriminatedUnion(
+  "type",
+  [
+    z.strictObject({
       key: repositoryKeySchema,
-      type: z.literal("remote"),
+      type: z.literal("local"),
       description: z.string().max(1024).default(""),
-      url: upstreamUrlSchema,
-      username: remoteFields.username.optional(),
-      password: remoteFields.password.optional(),
-      tagCacheSeconds: remoteFields.tagCacheSeconds.default(600),
-      negativeCacheSeconds: remoteFields.negativeCacheSeconds.default(60),
-      offline: remoteFields.offline.default(false),
-      dockerHub: remoteFields.dockerHub.default(false),
-      failureThreshold: remoteFields.failureThreshold.default(3),
-      offlineSeconds: remoteFields.offlineSeconds.default(300),
-      recentPullSeconds: remoteFields.recentPullSeconds.default(86_400),
-    })
-    .refine((remote) => remote.password === undefined || remote.username !== undefined, {
-      path: ["password"],
-      message: passwordNeedsUsername,
     }),
-  z.strictObject({
-    key: repositoryKeySchema,
-    type: z.literal("virtual"),
-    ...virtualCreateFields,
-  }),
-]);
+    z
+      .strictObject({
+        key: repositoryKeySchema,
+        type: z.literal("remote"),
+        description: z.string().max(1024).default(""),
+        url: upstreamUrlSchema,
+        username: remoteFields.username.optional(),
+        password: remoteFields.password.optional(),
+        tagCacheSeconds: remoteFields.tagCacheSeconds.default(600),
+        negativeCacheSeconds: remoteFields.negativeCacheSeconds.default(60),
+        offline: remoteFields.offline.default(false),
+        dockerHub: remoteFields.dockerHub.default(false),
+        failureThreshold: remoteFields.failureThreshold.default(3),
+        offlineSeconds: remoteFields.offlineSeconds.default(300),
+        recentPullSeconds: remoteFields.recentPullSeconds.default(86_400),
+      })
+      .refine((remote) => remote.password === undefined || remote.username !== undefined, {
+        path: ["password"],
+        message: passwordNeedsUsername,
+      }),
+    z.strictObject({
+      key: repositoryKeySchema,
+      type: z.literal("virtual"),
+      ...virtualCreateFields,
+    }),
+  ],
+  { error: (issue) => (issue.code === "invalid_union" ? "type must be local, remote or virtual" : undefined) },
+);
 
 const updateRemoteSchema = z
   .strictObject({
@@ -208,7 +227,7 @@ repositoryAdmin.patch("/:key", async (c) => {
   const key = c.req.param("key");
   const body = await readJson(c.req.raw);
   if ((await getRepository(c.env.DB, key))?.type === "virtual") return updateVirtual(c, key, body);
-  const patch = validate(updateRemoteSchema, body, "remote repository settings");
+  const patch = validate(updateRemoteSchema, body, "remote repository update");
   const repository = await getRepository(c.env.DB, key);
   if (!repository) throw new RegistryError("NAME_UNKNOWN", `repository '${key}' does not exist`);
   const settings = repository.type === "remote" ? await getRemoteSettings(c.env.DB, key) : null;
@@ -223,7 +242,7 @@ repositoryAdmin.patch("/:key", async (c) => {
   }
   const username = patch.username === undefined ? settings.username : patch.username;
   if (typeof patch.password === "string" && username === null) {
-    throw new RegistryError("INVALID_REQUEST", "remote repository settings are invalid", {
+    throw new RegistryError("INVALID_REQUEST", "remote repository update is invalid", {
       issues: [{ path: "password", message: passwordNeedsUsername }],
     });
   }

@@ -1,4 +1,5 @@
 import type { Env } from "../env";
+import { RegistryError } from "../errors";
 import { parseManifest } from "../manifests/schema";
 import { isDigestReference } from "../names";
 import type { ImageName } from "../names";
@@ -121,8 +122,11 @@ async function readUpstreamBody(client: UpstreamClient, response: Response, what
 /** Raises UNAVAILABLE while an earlier upstream 429 blocks requests for the repository. */
 export function assertUpstreamNotRateLimited(settings: RemoteSettingsRow, now: number): void {
   if (settings.upstream_retry_at === null || settings.upstream_retry_at <= now) return;
-  throw upstreamUnavailable(
+  throw new RegistryError(
+    "UNAVAILABLE",
     `the upstream registry of ${settings.repository_key} returned 429, so no request is sent before ${new Date(settings.upstream_retry_at * 1000).toISOString()}`,
+    null,
+    { "Retry-After": String(settings.upstream_retry_at - now) },
   );
 }
 

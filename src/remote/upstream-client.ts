@@ -121,12 +121,22 @@ export class UpstreamClient {
 
     // A 401 despite a cached token means the upstream no longer accepts it, so it is dropped and fetched again once.
     if (token) dropToken(tokenKey);
+    if (!this.#isUpstreamOrigin(first.url)) {
+      // A challenge from the target of a cross-origin redirect could name a realm that would receive the credentials.
+      log.warn("upstream redirect target answered 401; its challenge is not answered", { repository: this.#repositoryKey, url: first.url });
+      return this.#counted(first);
+    }
     const authorization = await this.#authorize(parseWwwAuthenticate(first.headers.get("WWW-Authenticate")), scope, tokenKey, signal);
     if (authorization === null) return this.#counted(first);
 
     await first.body?.cancel();
     headers.set("Authorization", authorization);
     return this.#counted(await this.#send(url, { method, headers, signal }));
+  }
+
+  /** Returns whether `url` is on the upstream's own origin. An empty or invalid URL is not. */
+  #isUpstreamOrigin(url: string): boolean {
+    return URL.canParse(url) && new URL(url).origin === new URL(this.#baseUrl).origin;
   }
 
   /** Counts the response as a failure (5xx or 429) or a success (anything else, 401 and 404 included). */

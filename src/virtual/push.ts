@@ -17,7 +17,11 @@ import { findMemberBlob } from "./reads";
 export async function deploymentImage(c: AppContext, virtualImage: ImageName, settings: VirtualSettings): Promise<ImageName> {
   const deploymentKey = settings.defaultDeploymentKey;
   if (deploymentKey === null) {
-    const members = settings.members.map((member) => member.key).join(", ") || "none";
+    const members =
+      settings.members
+        .filter((member) => member.type === "local")
+        .map((member) => member.key)
+        .join(", ") || "none";
     throw new RegistryError(
       "UNSUPPORTED",
       `virtual repository '${virtualImage.repositoryKey}' has no default deployment repository, so it accepts no pushes; push to one of its local members (${members}) or set defaultDeploymentRepository`,

@@ -131,6 +131,63 @@ describe("remote repository create", () => {
     expect(JSON.stringify(error)).not.toContain("secret");
   });
 
+  it("rejects a url with a query", async () => {
+    const response = await adminRequest("POST", "/api/v1/repositories", {
+      key: uniqueName("remote"),
+      type: "remote",
+      url: `${upstream.url}/?a=b`,
+    });
+
+    const error = await expectRegistryError(response, 400, "INVALID_REQUEST");
+    expect(issuePaths(error.detail)).toEqual(["url"]);
+    expect(issueMessages(error.detail)[0]).toContain("must not contain a query or fragment");
+  });
+
+  it("rejects a url with a fragment", async () => {
+    const response = await adminRequest("POST", "/api/v1/repositories", {
+      key: uniqueName("remote"),
+      type: "remote",
+      url: `${upstream.url}/#top`,
+    });
+
+    const error = await expectRegistryError(response, 400, "INVALID_REQUEST");
+    expect(issuePaths(error.detail)).toEqual(["url"]);
+    expect(issueMessages(error.detail)[0]).toContain("must not contain a query or fragment");
+  });
+
+  it("rejects a url ending in /v2", async () => {
+    const response = await adminRequest("POST", "/api/v1/repositories", {
+      key: uniqueName("remote"),
+      type: "remote",
+      url: `${upstream.url}/v2/`,
+    });
+
+    const error = await expectRegistryError(response, 400, "INVALID_REQUEST");
+    expect(issuePaths(error.detail)).toEqual(["url"]);
+    expect(issueMessages(error.detail)[0]).toContain("without /v2");
+  });
+
+  it("rejects a username with a colon", async () => {
+    const response = await adminRequest("POST", "/api/v1/repositories", {
+      key: uniqueName("remote"),
+      type: "remote",
+      url: upstream.url,
+      username: "puller:extra",
+    });
+
+    const error = await expectRegistryError(response, 400, "INVALID_REQUEST");
+    expect(issuePaths(error.detail)).toEqual(["username"]);
+    expect(issueMessages(error.detail)[0]).toContain("must not contain ':'");
+  });
+
+  it("names the types for an unknown type", async () => {
+    const response = await adminRequest("POST", "/api/v1/repositories", { key: uniqueName("remote"), type: "weird" });
+
+    const error = await expectRegistryError(response, 400, "INVALID_REQUEST");
+    expect(issuePaths(error.detail)).toEqual(["type"]);
+    expect(issueMessages(error.detail)[0]).toBe("type must be local, remote or virtual");
+  });
+
   it("rejects negative cache seconds", async () => {
     const response = await adminRequest("POST", "/api/v1/repositories", {
       key: uniqueName("remote"),

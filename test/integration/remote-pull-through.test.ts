@@ -195,7 +195,8 @@ describe("remote repository writes", () => {
 
     const response = await registryFetch(`/v2/${key}/app/blobs/uploads/`, { method: "POST" });
 
-    await expectRegistryError(response, 405, "UNSUPPORTED");
+    const error = await expectRegistryError(response, 405, "UNSUPPORTED");
+    expect(error.message).toContain("push to a local repository instead");
     expect(response.headers.get("Allow")).toBe("GET, HEAD");
   });
 
@@ -228,7 +229,8 @@ describe("remote repository writes", () => {
 
     const response = await registryFetch(`/v2/${key}/app/blobs/${upstream.layerDigest}`, { method: "DELETE" });
 
-    await expectRegistryError(response, 405, "UNSUPPORTED");
+    const error = await expectRegistryError(response, 405, "UNSUPPORTED");
+    expect(error.message).toContain("its content changes only upstream");
   });
 });
 

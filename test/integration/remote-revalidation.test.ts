@@ -180,6 +180,8 @@ describe("remote stale serving", () => {
     expect(again.status).toBe(200);
     expect(again.headers.get("Warning")).toBe(staleWarning);
     await expectRegistryError(miss, 503, "UNAVAILABLE");
+    expect(Number(miss.headers.get("Retry-After"))).toBeGreaterThan(100);
+    expect(Number(miss.headers.get("Retry-After"))).toBeLessThanOrEqual(120);
     expect(await upstreamRetryAt(key)).toBeGreaterThanOrEqual(before + 120);
     expect(await upstreamCounts(path)).toEqual({ [`${path}/manifests/latest`]: 1, [`HEAD ${path}/manifests/latest`]: 1 });
     expect(await upstreamCounts(otherPath)).toEqual({});

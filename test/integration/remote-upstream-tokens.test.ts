@@ -193,3 +193,17 @@ describe("upstream token cache", () => {
     });
   });
 });
+
+describe("upstream redirects", () => {
+  it("leaves a redirect target's challenge unanswered", async () => {
+    const key = await createRemoteRepository({ username: upstream.username, password: upstream.password });
+    const path = uniqueUpstreamPath("private-");
+    await setUpstreamBehaviour(path, { redirectToHost: `localhost:${new URL(upstream.url).port}` });
+
+    const response = await registryFetch(`/v2/${key}/${path}/blobs/${upstream.layerDigest}`);
+
+    expect(response.status).toBe(503);
+    expect(await upstreamTokenCount(path)).toBe(0);
+    expect(await upstreamCounts(path)).toEqual({ [`${path}/blobs/${upstream.layerDigest}`]: 2 });
+  });
+});

@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import { adminRequest, createRepository, createTarget, createUser } from "./admin-helpers";
 import { digestOf, expectRegistryError, openUpload, patchChunk, randomBytes, readBytes, registryFetch, uploadBlob } from "./helpers";
 import { imageManifest, imageRowCounts, mediaTypes, oddlyFormatted, pushBlob, pushImageBlobs, putManifest, utf8 } from "./manifest-helpers";
+import { createRemoteRepository } from "./remote-helpers";
 import { createVirtualRepository, uniquePath } from "./virtual-helpers";
 
 /** Creates a virtual repository with a fresh local member that is also its default deployment repository. */
@@ -131,7 +132,8 @@ describe("virtual push", () => {
 
   it("rejects a push without a deployment repository", async () => {
     const local = await createRepository("local");
-    const key = await createVirtualRepository([local]);
+    const remote = await createRemoteRepository();
+    const key = await createVirtualRepository([local, remote]);
     const path = uniquePath();
 
     const upload = await registryFetch(`/v2/${key}/${path}/blobs/uploads/`, { method: "POST" });

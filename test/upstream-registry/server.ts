@@ -108,6 +108,11 @@ export class UpstreamRegistry {
       const behaviour = behaviours.get(name) ?? {};
       const realm = behaviour.realm ?? `http://127.0.0.1:${port()}/token`;
       const bearerChallenge = `Bearer realm="${realm}",service="${service}",scope="repository:${name}:pull"`;
+      if (behaviour.redirectToHost && request.headers.host !== behaviour.redirectToHost) {
+        response.writeHead(307, { Location: `http://${behaviour.redirectToHost}${request.url}`, "Content-Length": "0" });
+        response.end();
+        return;
+      }
       if (name.startsWith("private-") && !hasToken(request, name, behaviour)) {
         sendUnauthorized(response, bearerChallenge);
         return;

@@ -29,6 +29,12 @@ export interface UpstreamBehaviour {
   status?: number;
   /** The Retry-After header sent with `status`. */
   retryAfter?: string;
+  /**
+   * Redirects every manifest and blob request that arrives for another Host to
+   * this `host:port` (such as `localhost:<port>`, another origin of this
+   * server), where a path that needs a token answers 401 without one.
+   */
+  redirectToHost?: string;
   /** Closes the connection without a response, as an unreachable upstream would. */
   down?: boolean;
   /** The realm that challenges name instead of this server's `/token`. */
