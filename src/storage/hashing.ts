@@ -127,6 +127,8 @@ export class StreamingHasher {
   /** Discards the hashes after a failed copy. */
   async abort(): Promise<void> {
     await Promise.all(this.#writers.map((writer) => writer.abort().catch(() => undefined)));
+    // An aborted DigestStream rejects its digest promise, which nothing else reads.
+    await Promise.all(this.#streams.map((stream) => stream.digest.catch(() => undefined)));
   }
 }
 
