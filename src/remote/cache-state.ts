@@ -140,3 +140,34 @@ export async function recordUpstreamSuccess(db: D1Database, repositoryKey: strin
     .run();
   return result.meta.changes > 0;
 }
+
+/** Returns when the upstream last returned 404 for the blob of the image, or null. */
+export async function findBlobMissedAt(db: D1Database, imageName: string, digest: string): Promise<number | null> {
+  const row = await db
+    .prepare("SELECT missed_at FROM remote_missing_blobs WHERE image_name = ? AND digest = ?")
+    .bind(imageName, digest)
+    .first<{ missed_at: number }>();
+  return row?.missed_at ?? null;
+}
+
+/** Records an upstream 404 for the blob of the image at `missedAt`. */
+export async function recordBlobMissing(
+  db: D1Database,
+  repositoryKey: string,
+  imageName: string,
+  digest: string,
+  missedAt: number,
+): Promise<void> {
+  await db
+    .prepare(
+      `INSERT INTO remote_missing_blobs (repository_key, image_name, digest, missed_at) VALUES (?, ?, ?, ?)
+       ON CONFLICT (image_name, digest) DO UPDATE SET missed_at = excluded.missed_at`,
+    )
+    .bind(repositoryKey, imageName, digest, missedAt)
+    .run();
+}
+
+/** Forgets a recorded upstream 404 for a blob, after the upstream has served it. */
+export async function forgetBlobMissing(db: D1Database, imageName: string, digest: string): Promise<void> {
+  await db.prepare("DELETE FROM remote_missing_blobs WHERE image_name = ? AND digest = ?").bind(imageName, digest).run();
+}

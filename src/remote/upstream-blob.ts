@@ -2,7 +2,7 @@ import type { Env } from "../env";
 import { RegistryError } from "../errors";
 import type { ImageName } from "../names";
 import type { RemoteSettingsRow } from "../storage/metadata";
-import { isUpstreamOffline, nowSeconds } from "./cache-state";
+import { findBlobMissedAt, forgetBlobMissing, isUpstreamOffline, nowSeconds, recordBlobMissing } from "./cache-state";
 import { assertUpstreamNotRateLimited, recordRateLimit } from "./pull-through";
 import { UpstreamClient, upstreamUnavailable } from "./upstream-client";
 
@@ -26,10 +26,11 @@ export async function requestUpstreamBlob(
   settings: RemoteSettingsRow,
   digest: string,
 ): Promise<UpstreamBlob | null> {
-  const client = await prepareBlobRequest(env, settings, image, digest);
-  if (!client) return null;
+  const prepared = await prepareBlobRequest(env, settings, image, digest);
+  if (!prepared) return null;
+  const { client } = prepared;
   const response = await client.get(`blobs/${digest}`);
-  const size = await checkBlobResponse(env, settings, client, digest, response);
+  const size = await checkBlobResponse(env, settings, image, prepared, digest, response);
   if (size === null) return null;
   if (!response.body) throw upstreamUnavailable(`the upstream registry returned no body for blob ${digest} of ${client.path}`);
   return { body: response.body, size, client };
@@ -41,40 +42,64 @@ export async function requestUpstreamBlob(
  * `requestUpstreamBlob`. Nothing is stored.
  */
 export async function headUpstreamBlob(env: Env, image: ImageName, settings: RemoteSettingsRow, digest: string): Promise<number | null> {
-  const client = await prepareBlobRequest(env, settings, image, digest);
-  if (!client) return null;
-  const response = await client.head(`blobs/${digest}`);
+  const prepared = await prepareBlobRequest(env, settings, image, digest);
+  if (!prepared) return null;
+  const response = await prepared.client.head(`blobs/${digest}`);
   await response.body?.cancel();
-  return checkBlobResponse(env, settings, client, digest, response);
+  return checkBlobResponse(env, settings, image, prepared, digest, response);
 }
 
-/** Returns the client for a blob request, or null when the repository is offline, by hand or automatically. */
-async function prepareBlobRequest(env: Env, settings: RemoteSettingsRow, image: ImageName, digest: string): Promise<UpstreamClient | null> {
-  if (isUpstreamOffline(settings, nowSeconds())) return null;
-  if (!digest.startsWith("sha256:")) {
-    throw new RegistryError("UNSUPPORTED", `remote repositories cache only sha256 blobs, not ${digest}`, { digest });
-  }
-  assertUpstreamNotRateLimited(settings, nowSeconds());
-  return UpstreamClient.open(env, settings, image.path);
+/** A blob request about to be sent: its client and when the upstream last returned 404 for the blob, if it did. */
+interface PreparedBlobRequest {
+  client: UpstreamClient;
+  missedAt: number | null;
 }
 
 /**
- * Returns the Content-Length of a 200 blob response, or null for a 404.
- * Anything else cancels the body, records a 429 and raises UNAVAILABLE.
+ * Returns the client for a blob request, or null when the repository is
+ * offline, by hand or automatically, or the upstream returned 404 for the
+ * blob within negativeCacheSeconds.
+ */
+async function prepareBlobRequest(
+  env: Env,
+  settings: RemoteSettingsRow,
+  image: ImageName,
+  digest: string,
+): Promise<PreparedBlobRequest | null> {
+  const now = nowSeconds();
+  if (isUpstreamOffline(settings, now)) return null;
+  if (!digest.startsWith("sha256:")) {
+    throw new RegistryError("UNSUPPORTED", `remote repositories cache only sha256 blobs, not ${digest}`, { digest });
+  }
+  const missedAt = await findBlobMissedAt(env.DB, image.full, digest);
+  if (missedAt !== null && now - missedAt < settings.negative_cache_seconds) return null;
+  assertUpstreamNotRateLimited(settings, now);
+  return { client: await UpstreamClient.open(env, settings, image.path), missedAt };
+}
+
+/**
+ * Returns the Content-Length of a 200 blob response, or null for a 404, which
+ * is recorded for the negative cache. Anything else cancels the body, records
+ * a 429 and raises UNAVAILABLE.
  */
 async function checkBlobResponse(
   env: Env,
   settings: RemoteSettingsRow,
-  client: UpstreamClient,
+  image: ImageName,
+  { client, missedAt }: PreparedBlobRequest,
   digest: string,
   response: Response,
 ): Promise<number | null> {
   if (response.status === 404) {
     await response.body?.cancel();
+    await recordBlobMissing(env.DB, image.repositoryKey, image.full, digest, nowSeconds());
     return null;
   }
   const size = Number(response.headers.get("Content-Length") ?? Number.NaN);
-  if (response.status === 200 && Number.isSafeInteger(size) && size >= 0) return size;
+  if (response.status === 200 && Number.isSafeInteger(size) && size >= 0) {
+    if (missedAt !== null) await forgetBlobMissing(env.DB, image.full, digest);
+    return size;
+  }
 
   await response.body?.cancel();
   await recordRateLimit(env, settings, response);

@@ -157,6 +157,34 @@ describe("remote blob pull", () => {
     await expectRegistryError(response, 404, "BLOB_UNKNOWN");
     expect(await upstreamCounts(path)).toEqual({ [`${path}/blobs/${missing}`]: 1 });
   });
+
+  it("remembers a missing blob", async () => {
+    const key = await createRemoteRepository({ negativeCacheSeconds: 60 });
+    const path = uniqueUpstreamPath();
+    const missing = `sha256:${"1".repeat(64)}`;
+
+    const first = await registryFetch(`/v2/${key}/${path}/blobs/${missing}`);
+    const second = await registryFetch(`/v2/${key}/${path}/blobs/${missing}`);
+    const head = await registryFetch(`/v2/${key}/${path}/blobs/${missing}`, { method: "HEAD" });
+
+    await expectRegistryError(first, 404, "BLOB_UNKNOWN");
+    await expectRegistryError(second, 404, "BLOB_UNKNOWN");
+    expect(head.status).toBe(404);
+    expect(await upstreamCounts(path)).toEqual({ [`${path}/blobs/${missing}`]: 1 });
+  });
+
+  it("asks again for a missing blob without a negative cache", async () => {
+    const key = await createRemoteRepository({ negativeCacheSeconds: 0 });
+    const path = uniqueUpstreamPath();
+    const missing = `sha256:${"2".repeat(64)}`;
+
+    const first = await registryFetch(`/v2/${key}/${path}/blobs/${missing}`);
+    const second = await registryFetch(`/v2/${key}/${path}/blobs/${missing}`);
+
+    await expectRegistryError(first, 404, "BLOB_UNKNOWN");
+    await expectRegistryError(second, 404, "BLOB_UNKNOWN");
+    expect(await upstreamCounts(path)).toEqual({ [`${path}/blobs/${missing}`]: 2 });
+  });
 });
 
 describe("remote upstream token", () => {
