@@ -149,7 +149,10 @@ class ClientForwarder {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const stalled = new Promise<"stalled">((resolve) => (timer = setTimeout(() => resolve("stalled"), this.#stallMs)));
     try {
-      if ((await Promise.race([writer.ready.then(() => "ready" as const), stalled])) === "stalled") {
+      const ready = writer.ready.then(() => "ready" as const);
+      // After a stall the writer is aborted, which rejects `ready` when nothing awaits it any more.
+      ready.catch(() => undefined);
+      if ((await Promise.race([ready, stalled])) === "stalled") {
         log.warn("dropping the first client of a blob fill, which stopped reading", {
           digest: this.#target.digest,
           stallMs: this.#stallMs,
