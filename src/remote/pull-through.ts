@@ -76,7 +76,7 @@ export async function storeUpstreamManifest(
     await response.body?.cancel();
     await recordRateLimit(env, settings, response);
     const hint = response.status === 401 || response.status === 403 ? "; check the username and password of the remote repository" : "";
-    throw upstreamUnavailable(`the upstream registry returned ${response.status} for manifest ${reference} of ${client.path}${hint}`);
+    throw upstreamFailure(`the upstream registry returned ${response.status} for manifest ${reference} of ${client.path}${hint}`, response);
   }
 
   const declared = Number(response.headers.get("Content-Length") ?? "0");
@@ -136,4 +136,15 @@ export async function recordRateLimit(env: Env, settings: RemoteSettingsRow, res
   const retryAt = parseRetryAfter(response.headers.get("Retry-After"), nowSeconds(), defaultRetryAfterSeconds);
   log.warn("upstream registry rate limit", { repository: settings.repository_key, retryAt });
   await recordUpstreamRetryAt(env.DB, settings.repository_key, retryAt);
+}
+
+/**
+ * Builds the UNAVAILABLE error for an upstream response that failed a miss.
+ * After a 429 it carries the Retry-After that blocks upstream requests, as
+ * the misses that follow do.
+ */
+export function upstreamFailure(message: string, response: Response): RegistryError {
+  if (response.status !== 429) return upstreamUnavailable(message);
+  const retryAfter = parseRetryAfter(response.headers.get("Retry-After"), nowSeconds(), defaultRetryAfterSeconds) - nowSeconds();
+  return new RegistryError("UNAVAILABLE", message, null, { "Retry-After": String(Math.max(0, retryAfter)) });
 }

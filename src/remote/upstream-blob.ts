@@ -3,7 +3,7 @@ import { RegistryError } from "../errors";
 import type { ImageName } from "../names";
 import type { RemoteSettingsRow } from "../storage/metadata";
 import { findBlobMissedAt, forgetBlobMissing, isUpstreamOffline, nowSeconds, recordBlobMissing } from "./cache-state";
-import { assertUpstreamNotRateLimited, recordRateLimit } from "./pull-through";
+import { assertUpstreamNotRateLimited, recordRateLimit, upstreamFailure } from "./pull-through";
 import { UpstreamClient, upstreamUnavailable } from "./upstream-client";
 
 /** An upstream blob response with its body and Content-Length. */
@@ -105,5 +105,5 @@ async function checkBlobResponse(
   await recordRateLimit(env, settings, response);
   // NOTE: an upstream blob response without Content-Length is rejected, because R2 needs the length of a streamed put.
   const problem = response.status === 200 ? "no Content-Length" : `status ${response.status}`;
-  throw upstreamUnavailable(`the upstream registry returned ${problem} for blob ${digest} of ${client.path}`);
+  throw upstreamFailure(`the upstream registry returned ${problem} for blob ${digest} of ${client.path}`, response);
 }

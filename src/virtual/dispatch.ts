@@ -33,11 +33,13 @@ export async function dispatchVirtual(c: AppContext, route: Route, params: Route
   if (access === "read" && read) return read(c, params, image, settings);
 
   if (access === "delete") {
-    const members = settings.members.map((member) => member.key).join(", ") || "none";
+    const locals = settings.members.filter((member) => member.type === "local").map((member) => member.key);
+    const advice =
+      locals.length > 0 ? `delete it from the local member that has it (${locals.join(", ")})` : "it has no local member to delete from";
     const allowed = (Object.keys(route.methods) as (keyof Route["methods"])[]).filter((other) => route.access[other] !== "delete");
     throw new RegistryError(
       "UNSUPPORTED",
-      `${image.full} is in virtual repository '${image.repositoryKey}', which stores no content; delete it from the member that has it (members: ${members})`,
+      `${image.full} is in virtual repository '${image.repositoryKey}', which stores no content; ${advice}`,
       { repository: image.repositoryKey, members: settings.members.map((member) => member.key) },
       { Allow: allowed.join(", ") },
     );

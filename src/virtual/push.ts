@@ -17,14 +17,14 @@ import { findMemberBlob } from "./reads";
 export async function deploymentImage(c: AppContext, virtualImage: ImageName, settings: VirtualSettings): Promise<ImageName> {
   const deploymentKey = settings.defaultDeploymentKey;
   if (deploymentKey === null) {
-    const members =
-      settings.members
-        .filter((member) => member.type === "local")
-        .map((member) => member.key)
-        .join(", ") || "none";
+    const locals = settings.members.filter((member) => member.type === "local").map((member) => member.key);
+    const advice =
+      locals.length > 0
+        ? `push to one of its local members (${locals.join(", ")}) or set defaultDeploymentRepository`
+        : "add a local member and set it as defaultDeploymentRepository";
     throw new RegistryError(
       "UNSUPPORTED",
-      `virtual repository '${virtualImage.repositoryKey}' has no default deployment repository, so it accepts no pushes; push to one of its local members (${members}) or set defaultDeploymentRepository`,
+      `virtual repository '${virtualImage.repositoryKey}' has no default deployment repository, so it accepts no pushes; ${advice}`,
       { repository: virtualImage.repositoryKey },
       { Allow: "GET, HEAD" },
     );

@@ -2,7 +2,14 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { adminRequest, createTarget, createUser } from "./admin-helpers";
 import { expectRegistryError, registryFetch } from "./helpers";
-import { createRemoteRepository, uniqueUpstreamPath, upstream, upstreamCounts, upstreamTokenCount } from "./remote-helpers";
+import {
+  createRemoteRepository,
+  setUpstreamBehaviour,
+  uniqueUpstreamPath,
+  upstream,
+  upstreamCounts,
+  upstreamTokenCount,
+} from "./remote-helpers";
 
 const manifestAccept = { Accept: "application/vnd.oci.image.manifest.v1+json" };
 
@@ -214,6 +221,30 @@ describe("remote upstream token", () => {
     expect(firstBody).toBe(upstream.layer);
     expect(await upstreamCounts(path)).toEqual({ [`${path}/blobs/${upstream.layerDigest}`]: 2 });
     expect(await upstreamTokenCount(path)).toBe(1);
+  });
+});
+
+describe("remote repository rate limits", () => {
+  it("passes on Retry-After of a 429 miss", async () => {
+    const key = await createRemoteRepository();
+    const path = uniqueUpstreamPath();
+    await setUpstreamBehaviour(path, { status: 429, retryAfter: "120" });
+
+    const manifest = await registryFetch(`/v2/${key}/${path}/manifests/latest`);
+
+    await expectRegistryError(manifest, 503, "UNAVAILABLE");
+    expect(manifest.headers.get("Retry-After")).toBe("120");
+  });
+
+  it("passes on Retry-After of a 429 blob miss", async () => {
+    const key = await createRemoteRepository();
+    const path = uniqueUpstreamPath();
+    await setUpstreamBehaviour(path, { status: 429, retryAfter: "90" });
+
+    const blob = await registryFetch(`/v2/${key}/${path}/blobs/${upstream.layerDigest}`);
+
+    await expectRegistryError(blob, 503, "UNAVAILABLE");
+    expect(blob.headers.get("Retry-After")).toBe("90");
   });
 });
 

@@ -147,6 +147,16 @@ describe("virtual push", () => {
     expect(await imageRowCounts(`${local}/${path}`)).toEqual({ images: 0, manifests: 0, tags: 0 });
   });
 
+  it("rejects a push with only remote members", async () => {
+    const remote = await createRemoteRepository();
+    const key = await createVirtualRepository([remote]);
+
+    const upload = await registryFetch(`/v2/${key}/${uniquePath()}/blobs/uploads/`, { method: "POST" });
+
+    const error = await expectRegistryError(upload, 405, "UNSUPPORTED");
+    expect(error.message).toContain("add a local member and set it as defaultDeploymentRepository");
+  });
+
   it("rejects a push after the deployment repository is cleared", async () => {
     const { key } = await virtualWithDeployment();
     await adminRequest("PATCH", `/api/v1/repositories/${key}`, { defaultDeploymentRepository: null });
