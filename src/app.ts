@@ -6,7 +6,7 @@ import { oidcIssuerAdmin } from "./admin/oidc-issuers";
 import { permissionTargetAdmin } from "./admin/permission-targets";
 import { repositoryAdmin } from "./admin/repositories";
 import { userAdmin } from "./admin/users";
-import { addLogFields, type AppContext, type AppEnv } from "./context";
+import { addLogFields, findRequestRepository, type AppContext, type AppEnv } from "./context";
 import { errorBody, RegistryError } from "./errors";
 import { log } from "./log";
 import { challengeHeader, requireAction, requireCredentials } from "./auth/authorize";
@@ -14,7 +14,6 @@ import { ensureAdministrator } from "./auth/bootstrap";
 import { authenticate } from "./auth/credentials";
 import { anonymousPrincipal } from "./auth/permissions";
 import { parseImageName, type ImageName } from "./names";
-import { getRepository } from "./storage/metadata";
 import { matchRoute, type Method } from "./routes";
 import { dispatchVirtual } from "./virtual/dispatch";
 
@@ -27,6 +26,7 @@ app.use(async (c, next) => {
   c.set("principal", anonymousPrincipal);
   c.set("tokenAccess", null);
   c.set("pushThrough", null);
+  c.set("repositories", new Map());
   const started = Date.now();
   await next();
 
@@ -85,7 +85,7 @@ app.all("/v2/*", async (c) => {
   if (match.params.name === undefined) return handler(c, match.params);
 
   const image = parseImageName(match.params.name);
-  const repository = await getRepository(c.env.DB, image.repositoryKey);
+  const repository = await findRequestRepository(c, image.repositoryKey);
   if (repository?.type === "virtual") return dispatchVirtual(c, match.route, match.params, image);
   if (repository?.type === "remote" && c.req.method !== "GET" && c.req.method !== "HEAD") rejectWriteToRemote(image, c.req.method);
   return handler(c, match.params);

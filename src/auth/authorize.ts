@@ -1,7 +1,6 @@
-import type { AppContext } from "../context";
+import { findRequestRepository, type AppContext } from "../context";
 import { RegistryError } from "../errors";
 import type { ImageName } from "../names";
-import { getRepository } from "../storage/metadata";
 import { serviceName } from "./credentials";
 import { effectivePermissions, type Action } from "./permissions";
 import { formatScope, type RequestedScope } from "./scopes";
@@ -30,7 +29,7 @@ export async function requireAction(
   tokenAction = dockerActionsFor[action].at(-1)!,
 ): Promise<void> {
   const principal = c.get("principal");
-  const repository = (await getRepository(c.env.DB, image.repositoryKey)) ?? { key: image.repositoryKey, type: "local" };
+  const repository = (await findRequestRepository(c, image.repositoryKey)) ?? { key: image.repositoryKey, type: "local" };
   const effective = await effectivePermissions(c.env.DB, principal, repository, image.path);
   const scope: RequestedScope = { type: "repository", name: image.full, actions: dockerActionsFor[action] };
 
@@ -84,7 +83,7 @@ function tokenGrants(access: RequestedScope[], name: string, tokenAction: string
  * repository reaches no member.
  */
 export async function memberAllows(c: AppContext, image: ImageName, action: Action): Promise<boolean> {
-  const repository = (await getRepository(c.env.DB, image.repositoryKey)) ?? { key: image.repositoryKey, type: "local" };
+  const repository = (await findRequestRepository(c, image.repositoryKey)) ?? { key: image.repositoryKey, type: "local" };
   const effective = await effectivePermissions(c.env.DB, c.get("principal"), repository, image.path);
   return effective.has(action);
 }

@@ -1,9 +1,8 @@
-import { addLogFields, type AppContext } from "../context";
+import { addLogFields, findRequestRepository, type AppContext } from "../context";
 import { RegistryError, unwrapRpcResult } from "../errors";
 import { indexedAnnotations } from "../manifests/annotations";
 import type { ParsedManifest } from "../manifests/schema";
 import { parseImageName, type ImageName } from "../names";
-import { getRepository } from "../storage/metadata";
 import type { Env } from "../env";
 import { memberAllows, requireAction } from "../auth/authorize";
 import type { Action } from "../auth/permissions";
@@ -17,7 +16,7 @@ import { isUpstreamOffline, nowSeconds } from "../remote/cache-state";
 export async function resolveImage(c: AppContext, rawName: string | undefined): Promise<ImageName> {
   const image = parseImageName(rawName ?? "");
   addLogFields(c, { repository: image.full });
-  const repository = await getRepository(c.env.DB, image.repositoryKey);
+  const repository = await findRequestRepository(c, image.repositoryKey);
   if (!repository) {
     throw new RegistryError(
       "NAME_UNKNOWN",

@@ -1,10 +1,10 @@
 import { memberAllows } from "../auth/authorize";
-import type { AppContext } from "../context";
+import { findRequestRepository, type AppContext } from "../context";
 import { RegistryError, unwrapRpcResult } from "../errors";
 import { imageStore } from "../handlers/shared";
 import type { ParsedManifest } from "../manifests/schema";
 import type { ImageName } from "../names";
-import { findLinkedBlob, getRepository, getVirtualSettings, type BlobRow, type VirtualSettings } from "../storage/metadata";
+import { findLinkedBlob, getVirtualSettings, type BlobRow, type VirtualSettings } from "../storage/metadata";
 import { membersAllowing, memberImage } from "./members";
 import { findMemberBlob } from "./reads";
 
@@ -79,7 +79,7 @@ export async function linkMemberBlobs(c: AppContext, target: ImageName, manifest
  * `read` on the source name.
  */
 export async function findBlobToMount(c: AppContext, source: ImageName, digest: string): Promise<BlobRow | null> {
-  const repository = await getRepository(c.env.DB, source.repositoryKey);
+  const repository = await findRequestRepository(c, source.repositoryKey);
   if (repository?.type !== "virtual") return findLinkedBlob(c.env.DB, source.full, digest);
   const settings = await getVirtualSettings(c.env.DB, source.repositoryKey);
   if (!settings) return null;
