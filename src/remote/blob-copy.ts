@@ -146,30 +146,41 @@ class ClientForwarder {
     const writer = this.#writer;
     if (!writer || sendable.byteLength === 0) return;
 
+    // A queue with room needs no wait, so most chunks start no timer.
+    const hasRoom = writer.desiredSize !== null && writer.desiredSize > 0;
+    if (!hasRoom && !(await this.#waitForRoom(writer, chunk.byteLength))) return;
+    writer.write(sendable).catch((error: unknown) => this.#drop(error));
+  }
+
+  /**
+   * Waits until the client's queue has room and returns true. Returns false
+   * after dropping the client, when the stream failed or stayed full for the
+   * stall time.
+   */
+  async #waitForRoom(writer: WritableStreamDefaultWriter<Uint8Array>, chunkBytes: number): Promise<boolean> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const stalled = new Promise<"stalled">((resolve) => (timer = setTimeout(() => resolve("stalled"), this.#stallMs)));
+    const ready = writer.ready.then(() => "ready" as const);
+    // After a stall the writer is aborted, which rejects `ready` when nothing awaits it any more.
+    ready.catch(() => undefined);
     try {
-      const ready = writer.ready.then(() => "ready" as const);
-      // After a stall the writer is aborted, which rejects `ready` when nothing awaits it any more.
-      ready.catch(() => undefined);
-      if ((await Promise.race([ready, stalled])) === "stalled") {
-        log.warn("dropping the first client of a blob fill, which stopped reading", {
-          digest: this.#target.digest,
-          stallMs: this.#stallMs,
-          sentBytes: this.#received - chunk.byteLength,
-        });
-        // Not awaited: the abort waits for the write that the full queue holds, which may never finish.
-        this.#writer = null;
-        writer.abort(new Error(`the client read nothing of blob ${this.#target.digest} for ${this.#stallMs} ms`)).catch(() => undefined);
-        return;
-      }
+      if ((await Promise.race([ready, stalled])) === "ready") return true;
     } catch (error) {
       this.#drop(error);
-      return;
+      return false;
     } finally {
       clearTimeout(timer ?? null);
     }
-    writer.write(sendable).catch((error: unknown) => this.#drop(error));
+
+    log.warn("dropping the first client of a blob fill, which stopped reading", {
+      digest: this.#target.digest,
+      stallMs: this.#stallMs,
+      sentBytes: this.#received - chunkBytes,
+    });
+    // Not awaited: the abort waits for the write that the full queue holds, which may never finish.
+    this.#writer = null;
+    writer.abort(new Error(`the client read nothing of blob ${this.#target.digest} for ${this.#stallMs} ms`)).catch(() => undefined);
+    return false;
   }
 
   /**

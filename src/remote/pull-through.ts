@@ -74,9 +74,12 @@ export async function storeUpstreamManifest(
 ): Promise<ManifestRow> {
   if (response.status !== 200) {
     await response.body?.cancel();
-    await recordRateLimit(env, settings, response);
+    const retryAfterSeconds = await recordRateLimit(env, settings, response);
     const hint = response.status === 401 || response.status === 403 ? "; check the username and password of the remote repository" : "";
-    throw upstreamFailure(`the upstream registry returned ${response.status} for manifest ${reference} of ${client.path}${hint}`, response);
+    throw upstreamFailure(
+      `the upstream registry returned ${response.status} for manifest ${reference} of ${client.path}${hint}`,
+      retryAfterSeconds,
+    );
   }
 
   const declared = Number(response.headers.get("Content-Length") ?? "0");
@@ -109,13 +112,13 @@ export async function storeUpstreamManifest(
  * Reads a whole upstream response body, raising UNAVAILABLE and counting an
  * upstream failure when the connection fails or the timeout aborts it.
  */
-async function readUpstreamBody(client: UpstreamClient, response: Response, what: string): Promise<Uint8Array> {
+async function readUpstreamBody(client: UpstreamClient, response: Response, description: string): Promise<Uint8Array> {
   try {
     return new Uint8Array(await response.arrayBuffer());
   } catch (error) {
     log.warn("reading an upstream response failed", { url: response.url, error: String(error) });
     await client.recordFailure();
-    throw upstreamUnavailable(`reading the upstream ${what} failed`);
+    throw upstreamUnavailable(`reading the upstream ${description} failed`);
   }
 }
 
@@ -130,21 +133,26 @@ export function assertUpstreamNotRateLimited(settings: RemoteSettingsRow, now: n
   );
 }
 
-/** Blocks upstream requests for the repository until the Retry-After of a 429 response. Does nothing for any other status. */
-export async function recordRateLimit(env: Env, settings: RemoteSettingsRow, response: Response): Promise<void> {
-  if (response.status !== 429) return;
-  const retryAt = parseRetryAfter(response.headers.get("Retry-After"), nowSeconds(), defaultRetryAfterSeconds);
+/**
+ * Blocks upstream requests for the repository until the Retry-After of a 429
+ * response, and returns the seconds until then. Does nothing and returns null
+ * for any other status.
+ */
+export async function recordRateLimit(env: Env, settings: RemoteSettingsRow, response: Response): Promise<number | null> {
+  if (response.status !== 429) return null;
+  const now = nowSeconds();
+  const retryAt = parseRetryAfter(response.headers.get("Retry-After"), now, defaultRetryAfterSeconds);
   log.warn("upstream registry rate limit", { repository: settings.repository_key, retryAt });
   await recordUpstreamRetryAt(env.DB, settings.repository_key, retryAt);
+  return retryAt - now;
 }
 
 /**
  * Builds the UNAVAILABLE error for an upstream response that failed a miss.
- * After a 429 it carries the Retry-After that blocks upstream requests, as
- * the misses that follow do.
+ * After a 429 (`retryAfterSeconds` from `recordRateLimit`) it carries the
+ * Retry-After that blocks upstream requests, as the misses that follow do.
  */
-export function upstreamFailure(message: string, response: Response): RegistryError {
-  if (response.status !== 429) return upstreamUnavailable(message);
-  const retryAfter = parseRetryAfter(response.headers.get("Retry-After"), nowSeconds(), defaultRetryAfterSeconds) - nowSeconds();
-  return new RegistryError("UNAVAILABLE", message, null, { "Retry-After": String(Math.max(0, retryAfter)) });
+export function upstreamFailure(message: string, retryAfterSeconds: number | null): RegistryError {
+  if (retryAfterSeconds === null) return upstreamUnavailable(message);
+  return new RegistryError("UNAVAILABLE", message, null, { "Retry-After": String(retryAfterSeconds) });
 }

@@ -102,8 +102,8 @@ async function checkBlobResponse(
   }
 
   await response.body?.cancel();
-  await recordRateLimit(env, settings, response);
+  const retryAfterSeconds = await recordRateLimit(env, settings, response);
   // NOTE: an upstream blob response without Content-Length is rejected, because R2 needs the length of a streamed put.
   const problem = response.status === 200 ? "no Content-Length" : `status ${response.status}`;
-  throw upstreamFailure(`the upstream registry returned ${problem} for blob ${digest} of ${client.path}`, response);
+  throw upstreamFailure(`the upstream registry returned ${problem} for blob ${digest} of ${client.path}`, retryAfterSeconds);
 }
