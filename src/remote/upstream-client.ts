@@ -123,7 +123,10 @@ export class UpstreamClient {
     if (token) dropToken(tokenKey);
     if (!this.#isUpstreamOrigin(first.url)) {
       // A challenge from the target of a cross-origin redirect could name a realm that would receive the credentials.
-      log.warn("upstream redirect target answered 401; its challenge is not answered", { repository: this.#repositoryKey, url: first.url });
+      log.warn("upstream redirect target returned 401, so its challenge is left unanswered", {
+        repository: this.#repositoryKey,
+        url: first.url,
+      });
       return this.#counted(first);
     }
     const authorization = await this.#authorize(parseWwwAuthenticate(first.headers.get("WWW-Authenticate")), scope, tokenKey, signal);

@@ -95,7 +95,7 @@ class HeaderParser {
     return this.position >= this.#text.length;
   }
 
-  /** Whether only white space remains before a comma or the end of the header. */
+  /** Returns whether only white space remains before a comma or the end of the header. */
   atChallengeEnd(): boolean {
     const rest = this.#text.slice(this.position).trimStart();
     return rest === "" || rest.startsWith(",");

@@ -67,9 +67,9 @@ printLogsOnFailure(() => ({ "wrangler dev": registry, "second wrangler dev": pee
 
 /**
  * Checks that a remote repository of the htpasswd upstream with missing or
- * wrong credentials fails clearly and caches nothing: the manifest request
- * gets 503 UNAVAILABLE naming the upstream's 401, `docker pull` fails, the
- * upstream returned 401 to each of its manifest requests, and the
+ * wrong credentials fails clearly and caches nothing. The manifest request
+ * gets 503 UNAVAILABLE naming the upstream's 401, and `docker pull` fails.
+ * The upstream returned 401 to each of its manifest requests, and the
  * repository has no image.
  */
 async function expectUpstreamRejection(key: string): Promise<void> {

@@ -32,7 +32,7 @@ export interface UpstreamBehaviour {
   /**
    * Redirects every manifest and blob request that arrives for another Host to
    * this `host:port` (such as `localhost:<port>`, another origin of this
-   * server), where a path that needs a token answers 401 without one.
+   * server), where a path that needs a token returns 401 without one.
    */
   redirectToHost?: string;
   /** Closes the connection without a response, as an unreachable upstream would. */
